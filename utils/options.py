@@ -1,0 +1,215 @@
+"""Typed options: dataclass fields that become command-line flags, YAML keys and config entries.
+
+Every configurable thing (the run itself, a method, a dataset, a backbone) declares its options once,
+as a dataclass whose fields are made with :func:`option`. From that one declaration Tusk derives
+the ``--flag`` with its help text, validates values from the command line and from YAML with the
+same rules, and records in the run's ``config.json`` where each value came from.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from utils.errors import UserError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def option(default: Any, help: str, *, choices: Sequence[Any] | None = None,
+           min: float | None = None, max: float | None = None) -> Any:
+    """A dataclass field that is also a command-line option.
+
+    ``choices`` restricts the value to a set; ``min``/``max`` bound numbers (inclusive).
+    List defaults are copied per instance.
+    """
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None,
+            "min": min, "max": max}
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    base: type          # int, float, str or bool
+    optional: bool      # None allowed
+    is_list: bool
+
+
+def _kind(tp: Any) -> _Kind:
+    optional = False
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        if len(args) != 1:
+            raise TypeError(f"unsupported option type {tp}")
+        tp = args[0]
+        origin = typing.get_origin(tp)
+    if origin in (list, tuple, Sequence):
+        (inner,) = typing.get_args(tp)[:1]
+        return _Kind(inner, optional, True)
+    if tp not in (int, float, str, bool):
+        raise TypeError(f"unsupported option type {tp}")
+    return _Kind(tp, optional, False)
+
+
+def _fields(cls: type) -> list[dataclasses.Field]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        f.type = hints[f.name]
+        out.append(f)
+    return out
+
+
+def _scalar(kind: _Kind, value: Any, flag: str) -> Any:
+    base = kind.base
+    if isinstance(value, str):
+        text = value.strip()
+        if base is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise UserError(f"{flag}: expected 0/1/true/false, got '{value}'")
+        if base is str:
+            return text
+        try:
+            return base(text)
+        except ValueError:
+            raise UserError(f"{flag}: expected {'an integer' if base is int else 'a number'}, "
+                            f"got '{value}'") from None
+    if base is bool and isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if base is str and isinstance(value, (str, int, float)):
+        return str(value)
+    raise UserError(f"{flag}: expected {base.__name__}, got {value!r}")
+
+
+def coerce(f: dataclasses.Field, value: Any, flag: str | None = None) -> Any:
+    """Convert ``value`` (a CLI string, a YAML value or a default) to the field's type and check it."""
+    flag = flag or f"--{f.name}"
+    kind = _kind(f.type)
+    if value is None or (kind.optional and isinstance(value, str) and value.strip().lower() == "none"):
+        if kind.optional:
+            return None
+        raise UserError(f"{flag}: a value is required")
+    if kind.is_list:
+        if isinstance(value, str):
+            items = [v for v in value.replace(",", " ").split() if v]
+        elif isinstance(value, (list, tuple)):
+            items = []
+            for v in value:
+                items.extend([p for p in v.replace(",", " ").split() if p] if isinstance(v, str) else [v])
+        else:
+            items = [value]
+        result: Any = [_check(f, _scalar(kind, v, flag), flag) for v in items]
+        return result
+    return _check(f, _scalar(kind, value, flag), flag)
+
+
+def _check(f: dataclasses.Field, value: Any, flag: str) -> Any:
+    meta = f.metadata
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise UserError(f"{flag}: '{value}' is not one of {', '.join(map(str, choices))}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        raise UserError(f"{flag}: {value} is below the minimum {lo} (accepted range: {_range(lo, hi)})")
+    if hi is not None and value > hi:
+        raise UserError(f"{flag}: {value} is above the maximum {hi} (accepted range: {_range(lo, hi)})")
+    return value
+
+
+def _range(lo: Any, hi: Any) -> str:
+    return f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def add_to_parser(group: argparse._ActionsContainer, cls: type, defaults: Mapping[str, Any] | None = None,
+                  taken: set[str] | None = None) -> None:
+    """Add one ``--flag`` per field of ``cls``. Values stay strings (coerced later) and absent flags
+    stay absent, so that the resolver can tell an explicit CLI value from a default."""
+    defaults = defaults or {}
+    for f in _fields(cls):
+        if taken is not None:
+            if f.name in taken:
+                raise TypeError(f"option --{f.name} of {cls.__qualname__} is declared twice")
+            taken.add(f.name)
+        kind = _kind(f.type)
+        default = defaults.get(f.name, _default(f))
+        extra = ""
+        if f.metadata.get("choices") is not None:
+            extra = f" {{{','.join(map(str, f.metadata['choices']))}}}"
+        elif f.metadata.get("min") is not None or f.metadata.get("max") is not None:
+            extra = f" range {_range(f.metadata.get('min'), f.metadata.get('max'))}"
+        help_text = f"{f.metadata.get('help', '')}{extra} (default: {default})".replace("%", "%%")
+        group.add_argument(f"--{f.name}", dest=f.name, default=argparse.SUPPRESS,
+                           nargs="+" if kind.is_list else None, metavar=kind.base.__name__.upper(),
+                           help=help_text)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def resolve(cls: type, layers: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[Any, dict[str, str]]:
+    """Build a ``cls`` instance from layered sources, highest priority first.
+
+    ``layers`` is a sequence of ``(source_name, values)``; the first layer that holds a field wins,
+    otherwise the field's own default (source ``"default"``). Returns the instance and a
+    ``{field: source}`` map. Unknown keys are not checked here (see :func:`check_known`).
+    """
+    layers = list(layers)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for f in _fields(cls):
+        for source, layer in layers:
+            if f.name in layer:
+                flag = f"--{f.name}" if source == "cli" else f"{f.name} (from {source})"
+                values[f.name] = coerce(f, layer[f.name], flag)
+                sources[f.name] = source
+                break
+        else:
+            values[f.name] = None if _default(f) is None else coerce(f, _default(f))
+            sources[f.name] = "default"
+    return cls(**values), sources
+
+
+def check_known(keys: Iterable[str], known: Iterable[str], where: str) -> None:
+    """Reject keys (e.g. from a YAML file) that no option declares, naming the closest one."""
+    import difflib
+    known = set(known)
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"{where}: unknown option '{key}'{hint}")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+@dataclass
+class NoOptions:
+    """Placeholder for components that declare no options of their own."""
