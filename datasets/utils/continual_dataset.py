@@ -1,0 +1,164 @@
+"""``ContinualDataset``: a benchmark as a sequence of tasks over a class order.
+
+A subclass says what the classes are and how to load a split; this base class owns everything
+that is the same for every benchmark: the class order (native, seeded random or from a file) with
+the class names reordered to match, the split into tasks (equal or unequal sizes), the label
+remapping, and per-task data for the task loop.
+
+Two shapes of benchmark share this API:
+- class-incremental splits of one dataset (``seq-synth``, ``seq-cifar100``): ``N_CLASSES_PER_TASK``
+  is an int or a list, and ``--class_order`` permutes all classes;
+- a sequence of different datasets (MTIL): each task is its own dataset with its own classes and
+  templates. Such a subclass sets ``N_CLASSES_PER_TASK`` to the list of dataset sizes, returns each
+  dataset's templates from :meth:`task_templates`, and sets ``PERMUTE_WITHIN_TASKS = True`` so that a
+  random class order never moves a class to another task.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from datasets.utils.task_data import TensorTaskData, concat_task_data
+from utils.augment import Normalize
+from utils.errors import UserError
+from utils.options import NoOptions
+from utils.run_options import RunOptions
+
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+
+
+class ContinualDataset:
+    NAME: ClassVar[str] = ""
+    SETTING: ClassVar[str] = "class-il"
+    N_TASKS: ClassVar[int] = 0
+    N_CLASSES_PER_TASK: ClassVar[int | Sequence[int]] = 0
+    #: Sequences of datasets keep each task's classes together under a random class order.
+    PERMUTE_WITHIN_TASKS: ClassVar[bool] = False
+    #: Values for run options when this dataset is used (lowest priority after the option's own default).
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: The dataset's own options (become CLI flags).
+    Options: ClassVar[type] = NoOptions
+    TEMPLATES: ClassVar[tuple[str, ...]] = DEFAULT_TEMPLATES
+    MEAN: ClassVar[tuple[float, ...]] = (0.5, 0.5, 0.5)
+    STD: ClassVar[tuple[float, ...]] = (0.5, 0.5, 0.5)
+
+    def __init__(self, args: RunOptions, options: Any = None):
+        self.args = args
+        self.options = options if options is not None else self.Options()
+        cpt = self.N_CLASSES_PER_TASK
+        self.classes_per_task = [int(cpt)] * self.N_TASKS if isinstance(cpt, int) else [int(c) for c in cpt]
+        if len(self.classes_per_task) != self.N_TASKS:
+            raise ValueError(f"{self.NAME}: N_CLASSES_PER_TASK has {len(self.classes_per_task)} entries "
+                             f"for {self.N_TASKS} tasks")
+        self.n_classes = sum(self.classes_per_task)
+        self._offsets = np.concatenate([[0], np.cumsum(self.classes_per_task)]).astype(int)
+        native = list(self.native_class_names())
+        if len(native) != self.n_classes:
+            raise ValueError(f"{self.NAME}: {len(native)} class names for {self.n_classes} classes")
+        #: ``class_order[i]`` is the native index of the class that gets label ``i`` in this run.
+        self.class_order = self._make_class_order(args.class_order, args.seed, native)
+        self._native_to_label = np.empty(self.n_classes, dtype=np.int64)
+        self._native_to_label[self.class_order] = np.arange(self.n_classes)
+        self.class_names = [native[i] for i in self.class_order]
+        self.normalize = Normalize(self.MEAN, self.STD)
+        self._splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    # ---- what a subclass provides ------------------------------------------------------------
+    def native_class_names(self) -> Sequence[str]:
+        """Readable class names in the dataset's native label order."""
+        raise NotImplementedError
+
+    def load_split(self, split: str) -> tuple[Tensor, Tensor]:
+        """``(images uint8 (N,C,H,W), native labels int64 (N,))`` of ``split`` ('train' or 'test')."""
+        raise NotImplementedError
+
+    def train_augmentation(self):
+        """Batched augmentation applied to training images (``None`` for none)."""
+        return None
+
+    def task_templates(self, task: int) -> tuple[str, ...]:
+        """CLIP prompt templates for the classes of ``task`` (per dataset in a sequence)."""
+        return self.TEMPLATES
+
+    # ---- task structure ----------------------------------------------------------------------
+    def get_offsets(self, task: int) -> tuple[int, int]:
+        """``[start, end)`` labels of ``task`` in this run's class order."""
+        return int(self._offsets[task]), int(self._offsets[task + 1])
+
+    def task_of_label(self, labels: Tensor) -> Tensor:
+        bounds = torch.as_tensor(self._offsets[1:], device=labels.device)
+        return torch.bucketize(labels, bounds, right=True)
+
+    def to_labels(self, native: Tensor) -> Tensor:
+        """Map native labels to this run's labels (positions in the class order)."""
+        return torch.as_tensor(self._native_to_label, device=native.device)[native]
+
+    # ---- data --------------------------------------------------------------------------------
+    def split(self, split: str) -> tuple[Tensor, Tensor]:
+        """Images and run labels of a whole split, loaded once and kept."""
+        if split not in self._splits:
+            images, native = self.load_split(split)
+            self._splits[split] = (images, self.to_labels(native.long()))
+        return self._splits[split]
+
+    def task_data(self, tasks: int | Sequence[int], split: str) -> TensorTaskData:
+        """The items of one task (or the union of several) of ``split``."""
+        tasks = [tasks] if isinstance(tasks, int) else list(tasks)
+        images, labels = self.split(split)
+        parts = []
+        for t in tasks:
+            lo, hi = self.get_offsets(t)
+            idx = torch.nonzero((labels >= lo) & (labels < hi)).flatten()
+            parts.append(TensorTaskData(images[idx], labels[idx], idx,
+                                        self.train_augmentation() if split == "train" else None,
+                                        self.normalize))
+        return concat_task_data(parts)
+
+    def fetch(self, indexes: Tensor, split: str = "train") -> Tensor:
+        """Not-augmented float images of split positions ``indexes`` (for index-storing memories)."""
+        images, _ = self.split(split)
+        return images[indexes.to(images.device)].float().div_(255)
+
+    # ---- class order -------------------------------------------------------------------------
+    def _make_class_order(self, spec: str, seed: int, native: list[str]) -> np.ndarray:
+        n = self.n_classes
+        if spec == "native":
+            return np.arange(n)
+        if spec == "random":
+            rng = np.random.default_rng(seed)
+            if not self.PERMUTE_WITHIN_TASKS:
+                return rng.permutation(n)
+            return np.concatenate([lo + rng.permutation(hi - lo)
+                                   for lo, hi in zip(self._offsets[:-1], self._offsets[1:])])
+        return self._class_order_from_file(spec, native)
+
+    def _class_order_from_file(self, path: str, native: list[str]) -> np.ndarray:
+        if not os.path.isfile(path):
+            raise UserError(f"--class_order: '{path}' is not 'native', 'random' or an existing file")
+        entries = [line.strip() for line in Path(path).read_text().splitlines()
+                   if line.strip() and not line.lstrip().startswith("#")]
+        lookup = {name: i for i, name in enumerate(native)}
+        order = []
+        for e in entries:
+            if e.lstrip("-").isdigit():
+                order.append(int(e))
+            elif e in lookup:
+                order.append(lookup[e])
+            else:
+                raise UserError(f"--class_order: '{e}' in {path} is neither a class index nor a class name "
+                                f"of {self.NAME}")
+        if sorted(order) != list(range(self.n_classes)):
+            raise UserError(f"--class_order: {path} must list each of the {self.n_classes} classes of "
+                            f"{self.NAME} exactly once (got {len(order)} entries)")
+        order_arr = np.asarray(order)
+        if self.PERMUTE_WITHIN_TASKS:
+            for lo, hi in zip(self._offsets[:-1], self._offsets[1:]):
+                if sorted(order_arr[lo:hi]) != list(range(lo, hi)):
+                    raise UserError(f"--class_order: {self.NAME} is a sequence of datasets; classes cannot "
+                                    f"move between tasks")
+        return order_arr

@@ -1,0 +1,98 @@
+"""Class orders, task splits and label remapping of ContinualDataset."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from datasets import get_dataset_class, list_datasets
+from datasets.utils.continual_dataset import ContinualDataset
+from utils.errors import UserError
+from utils.run_options import RunOptions
+
+
+class ToyDataset(ContinualDataset):
+    """Unequal tasks; class ``c`` has ``c + 1`` images whose pixels all equal ``c``."""
+    NAME = ""                       # not registered
+    N_TASKS = 3
+    N_CLASSES_PER_TASK = [3, 5, 2]
+
+    def native_class_names(self):
+        return [f"class {c}" for c in range(10)]
+
+    def load_split(self, split):
+        labels = torch.cat([torch.full((c + 1,), c) for c in range(10)])
+        return labels.view(-1, 1, 1, 1).expand(-1, 3, 2, 2).to(torch.uint8).contiguous(), labels
+
+
+class ToySequence(ToyDataset):
+    """The same data seen as a sequence of three different datasets."""
+    PERMUTE_WITHIN_TASKS = True
+
+    def task_templates(self, task):
+        return (f"a photo from dataset {task}: {{}}.",)
+
+
+def args(**kw):
+    return replace(RunOptions(), **kw)
+
+
+def test_unequal_offsets_and_task_data():
+    ds = ToyDataset(args())
+    assert [ds.get_offsets(t) for t in range(3)] == [(0, 3), (3, 8), (8, 10)]
+    assert ds.task_of_label(torch.tensor([0, 2, 3, 7, 8, 9])).tolist() == [0, 0, 1, 1, 2, 2]
+    data = ds.task_data(1, "train")
+    assert sorted(set(data.labels.tolist())) == [3, 4, 5, 6, 7]
+    assert len(data) == sum(c + 1 for c in range(3, 8))
+
+
+@pytest.mark.parametrize("cls", [ToyDataset, ToySequence])
+def test_random_order_is_seeded_and_names_follow_labels(cls):
+    a, b, c = cls(args(class_order="random", seed=1)), cls(args(class_order="random", seed=1)), \
+        cls(args(class_order="random", seed=2))
+    assert a.class_order.tolist() == b.class_order.tolist() != c.class_order.tolist()
+    assert sorted(a.class_order.tolist()) == list(range(10))
+    images, labels = a.split("train")
+    # pixel value = native class; the run label l must name native class class_order[l]
+    native = images[:, 0, 0, 0].long()
+    assert torch.equal(torch.as_tensor(a.class_order)[labels], native)
+    assert [a.class_names[l] for l in labels.tolist()] == [f"class {n}" for n in native.tolist()]
+
+
+def test_sequences_never_move_classes_between_tasks():
+    for seed in range(5):
+        ds = ToySequence(args(class_order="random", seed=seed))
+        for t in range(3):
+            lo, hi = ds.get_offsets(t)
+            assert sorted(ds.class_order[lo:hi].tolist()) == list(range(lo, hi))
+    assert ToySequence(args()).task_templates(2) == ("a photo from dataset 2: {}.",)
+
+
+def test_class_order_from_file(tmp_path):
+    order_file = tmp_path / "order.txt"
+    order_file.write_text("# my order\n9\n8\nclass 7\n" + "\n".join(str(i) for i in range(7)) + "\n")
+    ds = ToyDataset(args(class_order=str(order_file)))
+    assert ds.class_order.tolist() == [9, 8, 7, 0, 1, 2, 3, 4, 5, 6]
+    assert ds.class_names[:3] == ["class 9", "class 8", "class 7"]
+    order_file.write_text("0\n1\n")
+    with pytest.raises(UserError, match="exactly once"):
+        ToyDataset(args(class_order=str(order_file)))
+    with pytest.raises(UserError, match="not 'native', 'random' or an existing file"):
+        ToyDataset(args(class_order=str(tmp_path / "missing.txt")))
+
+
+def test_seq_synth_is_registered_and_consistent():
+    assert "seq-synth" in list_datasets()
+    ds = get_dataset_class("seq-synth")(args(class_order="random", seed=3))
+    assert ds.n_classes == 100 and ds.N_TASKS == 10
+    assert len(set(ds.class_names)) == 100
+    world_names = [ds.world.concepts[i].name for i in ds.concept_ids]
+    assert ds.class_names == [world_names[i] for i in ds.class_order]
+    test = ds.task_data(4, "test")
+    lo, hi = ds.get_offsets(4)
+    assert len(test) == 10 * ds.options.synth_test_per_class
+    assert int(test.labels.min()) == lo and int(test.labels.max()) == hi - 1
+    batch = next(test.batches(8))
+    assert batch["inputs"].dtype == torch.float32 and batch["inputs"].shape == (8, 3, 32, 32)
+    assert float(batch["not_aug_inputs"].min()) >= 0 and float(batch["not_aug_inputs"].max()) <= 1
+    assert np.isclose(float(batch["inputs"].mean()), float(((batch["not_aug_inputs"] - 0.5) / 0.25).mean()))
