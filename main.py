@@ -1,0 +1,26 @@
+"""Tusk's command line: ``python main.py --model M --dataset D [options]`` (``--help`` lists them)."""
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from utils.config import parse_config
+    from utils.errors import UserError
+    from utils.experiment import run_experiment
+    from utils.training import TrainingDiverged
+
+    try:
+        config, resume_dir = parse_config(sys.argv[1:] if argv is None else argv)
+        run_experiment(config, resume_dir)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""DER++ (Buzzega et al., 2020): replay the memory's stored logits, and its labels too.
+
+The memory keeps each stream image with the network's logits at the time it was seen. Two replay
+batches per step: one matched to its stored logits with an MSE term (weight ``alpha``, the "dark
+knowledge"), one trained with cross-entropy on its labels (weight ``beta``). With ``--beta 0`` this
+is DER. The README's worked example of adding a method as one file.
+"""
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from models.utils.continual_model import ContinualModel
+from utils.options import option
+
+
+@dataclass
+class DerppOptions:
+    alpha: float = option(0.1, "weight of the logit-matching (MSE) term on replayed items", min=0.0)
+    beta: float = option(0.5, "weight of the cross-entropy term on replayed items (0 = DER)", min=0.0)
+
+
+class Derpp(ContinualModel):
+    NAME = "derpp"
+    REQUIRES_BUFFER = True
+    Options = DerppOptions
+
+    def observe(self, inputs, labels, not_aug_inputs, epoch=None):
+        self.optimizer.zero_grad()
+        logits = self.net(inputs)
+        loss = self.loss(logits, labels)
+        if not self.buffer.is_empty():
+            old = self.replay_batch()
+            loss = loss + self.opts.alpha * F.mse_loss(self.net(self.transform(old["examples"])), old["logits"])
+            if self.opts.beta > 0:
+                old = self.replay_batch()
+                loss = loss + self.opts.beta * self.loss(self.net(self.transform(old["examples"])), old["labels"])
+        loss.backward()
+        self.optimizer.step()
+        self.remember(examples=not_aug_inputs, labels=labels, logits=logits.detach())
+        return loss.item()

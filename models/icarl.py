@@ -1,0 +1,79 @@
+"""iCaRL (Rebuffi et al., 2017): herding exemplars, distillation, nearest-mean-of-exemplars classifier.
+
+Training: sigmoid binary cross-entropy on the stream plus replayed exemplars, where the targets of
+past classes are the frozen previous network's sigmoid outputs (distillation) and those of the
+current classes are one-hot. The memory is class-balanced and filled by herding at each task end
+(the loop does that before ``end_task``). Evaluation: the class whose exemplar mean (of normalised
+features, image and its horizontal flip) is nearest to the normalised feature of the test image.
+"""
+from copy import deepcopy
+
+import torch
+import torch.nn.functional as F
+
+from models.utils.continual_model import ContinualModel
+from utils.buffer import ClassBalancedBuffer
+from utils.errors import UserError
+
+
+class ICarl(ContinualModel):
+    NAME = "icarl"
+    REQUIRES_BUFFER = True
+    DEFAULTS = {"buffer_mode": "balanced", "exemplar_selector": "herding"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.buffer, ClassBalancedBuffer):
+            raise UserError("icarl needs a class-balanced memory: drop --buffer_mode reservoir")
+        self.old_net = deepcopy(self.net).requires_grad_(False).eval()
+        feature_dim = self.net.feature_dim
+        self.register_buffer("class_means", torch.zeros(self.n_classes, feature_dim, device=self.device))
+        self.register_buffer("has_mean", torch.zeros(self.n_classes, dtype=torch.bool, device=self.device))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.old_net.eval()
+        return self
+
+    def observe(self, inputs, labels, not_aug_inputs, epoch=None):
+        self.optimizer.zero_grad()
+        replay = self.replay_batch()
+        if replay is not None:
+            inputs = torch.cat([inputs, self.transform(replay["examples"])])
+            labels = torch.cat([labels, replay["labels"]])
+        logits = self.net(inputs)[:, :self.n_seen_classes]
+        targets = F.one_hot(labels, self.n_seen_classes).float()
+        if self.current_task > 0:
+            with torch.no_grad():
+                past = self.n_past_classes
+                targets[:, :past] = torch.sigmoid(self.old_net(inputs)[:, :past])
+        loss = F.binary_cross_entropy_with_logits(logits, targets)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def forward(self, x):
+        if self.training or not bool(self.has_mean.any()):
+            return self.net(x)
+        feats = F.normalize(self.net(x, returnt="features"), dim=1)
+        dist = torch.cdist(feats, self.class_means)
+        return torch.where(self.has_mean, -dist, torch.full_like(dist, float("-inf")))
+
+    @torch.no_grad()
+    def end_task(self, dataset):
+        self.old_net.load_state_dict(self.net.state_dict())
+        memory = self.buffer.get_all()
+        was_training = self.training
+        self.eval()
+        feats = []
+        for chunk in memory["examples"].split(self.args.eval_batch_size):
+            f = F.normalize(self.net(self.normalize(chunk), returnt="features"), dim=1)
+            f_flip = F.normalize(self.net(self.normalize(chunk.flip(3)), returnt="features"), dim=1)
+            feats.append((f + f_flip) / 2)
+        feats = torch.cat(feats)
+        labels = memory["labels"]
+        sums = torch.zeros_like(self.class_means).index_add_(0, labels, feats)
+        counts = torch.bincount(labels, minlength=self.n_classes).clamp_(min=1).unsqueeze(1)
+        self.class_means.copy_(F.normalize(sums / counts, dim=1))
+        self.has_mean.copy_(torch.bincount(labels, minlength=self.n_classes) > 0)
+        self.train(was_training)

@@ -1,0 +1,13 @@
+"""Fine-tuning: plain SGD on the current task only, the lower bound that forgetting is measured against."""
+from models.utils.continual_model import ContinualModel
+
+
+class Sgd(ContinualModel):
+    NAME = "sgd"
+
+    def observe(self, inputs, labels, not_aug_inputs, epoch=None):
+        self.optimizer.zero_grad()
+        loss = self.loss(self.net(inputs), labels)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()

@@ -1,0 +1,251 @@
+"""``ContinualModel``: the small contract every method implements, and the bookkeeping it inherits.
+
+A method is one file in ``models/`` with a subclass that sets ``NAME`` and implements
+:meth:`ContinualModel.observe`. Optional hooks: ``begin_task``, ``end_task``, ``begin_epoch``,
+``end_epoch``, ``forward``, ``get_parameters``, ``get_scheduler``, ``selection_outputs``.
+Its options are a dataclass named ``Options`` (fields made with ``utils.options.option``): they become
+``--flags`` and arrive typed as ``self.opts``. ``DEFAULTS`` overrides run options for this method.
+
+The task loop calls only the ``meta_*`` methods; they keep the counters, rebuild the optimizer and
+scheduler after ``begin_task`` (so parameters added there are trained), fill class-balanced memories
+before ``end_task``, and pass ``observe`` only the batch fields its signature names.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from utils.buffer import ClassBalancedBuffer, ReservoirBuffer
+from utils.errors import UserError
+from utils.exemplar_selection import rank_exemplars
+from utils.options import NoOptions
+from utils.run_options import RunOptions
+
+
+class ContinualModel(nn.Module):
+    NAME: ClassVar[str] = ""
+    COMPATIBILITY: ClassVar[tuple[str, ...]] = ("class-il", "task-il")
+    Options: ClassVar[type] = NoOptions
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: Rehearsal methods need --buffer_size or --buffer_per_class.
+    REQUIRES_BUFFER: ClassVar[bool] = False
+    #: Methods whose ``forward`` can score classes of tasks not trained yet (``--eval_future``).
+    CAN_PREDICT_FUTURE: ClassVar[bool] = False
+    #: Train on the union of every task seen so far instead of the current task only (joint).
+    TRAIN_ON_ALL_SEEN_TASKS: ClassVar[bool] = False
+
+    def __init__(self, backbone: nn.Module, dataset, args: RunOptions, options: Any = None,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        self.net = backbone
+        self.args = args
+        self.opts = options if options is not None else self.Options()
+        self.device = torch.device(device)
+        self.dataset = dataset
+        self.n_classes: int = dataset.n_classes
+        self.n_tasks: int = dataset.N_TASKS
+        self.loss = F.cross_entropy
+        self._augment = dataset.train_augmentation()
+        self._normalize = dataset.normalize
+        self._current_task = 0
+        #: The method's own randomness (replay sampling and augmentation); saved in checkpoints.
+        self.generator = torch.Generator().manual_seed(args.seed + 1)
+        self.buffer: ReservoirBuffer | ClassBalancedBuffer | None = None
+        if self.REQUIRES_BUFFER:
+            self.buffer = self.make_buffer()
+        self.minibatch_size = args.minibatch_size or args.batch_size
+        self._observe_args = set(inspect.signature(self.observe).parameters)
+        self._observe_takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                         for p in inspect.signature(self.observe).parameters.values())
+        self.to(self.device)
+        self.optimizer: torch.optim.Optimizer = self.get_optimizer()
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+    # ---- the network -------------------------------------------------------------------------
+    @classmethod
+    def backbone_options(cls, name: str) -> type:
+        """The options dataclass of backbone ``name`` (raises ``UserError`` for unknown names).
+        Methods with their own network provider (CLIP) override this and :meth:`create_backbone`."""
+        from backbone import get_backbone_options
+        return get_backbone_options(name)
+
+    @classmethod
+    def create_backbone(cls, name: str, dataset, options: Any) -> nn.Module:
+        from backbone import create_backbone
+        return create_backbone(name, dataset.n_classes, options)
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    @property
+    def current_task(self) -> int:
+        return self._current_task
+
+    @property
+    def n_past_classes(self) -> int:
+        return self.dataset.get_offsets(self._current_task)[0] if self._current_task < self.n_tasks \
+            else self.n_classes
+
+    @property
+    def n_seen_classes(self) -> int:
+        return self.dataset.get_offsets(min(self._current_task, self.n_tasks - 1))[1]
+
+    @property
+    def n_classes_current_task(self) -> int:
+        return self.n_seen_classes - self.n_past_classes
+
+    @property
+    def scheduler_mode(self) -> str:
+        """'epoch' or 'iter': when the loop steps ``self.scheduler``."""
+        return self.args.scheduler_mode
+
+    # ---- hooks a method may override -----------------------------------------------------------
+    def observe(self, inputs: Tensor, labels: Tensor, not_aug_inputs: Tensor, epoch: int | None = None
+                ) -> float:
+        """One training step on a batch; returns the loss as a float."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits over all classes (evaluation masks them to the classes that count)."""
+        return self.net(x)
+
+    def begin_task(self, dataset) -> None: ...
+
+    def end_task(self, dataset) -> None: ...
+
+    def begin_epoch(self, epoch: int, dataset) -> None: ...
+
+    def end_epoch(self, epoch: int, dataset) -> None: ...
+
+    def get_parameters(self) -> Iterable[nn.Parameter]:
+        """The parameters the optimizer trains."""
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def get_optimizer(self) -> torch.optim.Optimizer:
+        a = self.args
+        params = list(self.get_parameters())
+        if not params:  # training-free methods still get a valid (inert) optimizer
+            params = [nn.Parameter(torch.zeros(1, device=self.device), requires_grad=False)]
+        if a.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=a.lr, momentum=a.optim_mom, weight_decay=a.optim_wd,
+                                   nesterov=a.optim_nesterov and a.optim_mom > 0)
+        cls = torch.optim.Adam if a.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=a.lr, weight_decay=a.optim_wd)
+
+    def get_scheduler(self, steps_per_epoch: int, n_epochs: int):
+        """The task's learning-rate schedule; the loop steps it every epoch or iteration
+        (``scheduler_mode``), so a method never has to remember to."""
+        a = self.args
+        total = n_epochs if self.scheduler_mode == "epoch" else steps_per_epoch * n_epochs
+        if a.lr_scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(total, 1))
+        if a.lr_scheduler == "multisteplr":
+            return torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=a.lr_milestones,
+                                                        gamma=a.sched_gamma)
+        return None
+
+    @torch.no_grad()
+    def selection_outputs(self, inputs: Tensor) -> dict[str, Tensor]:
+        """What exemplar selectors score: ``features`` and ``logits`` (or per-image ``mc_logits``
+        of shape (T, B, C) for methods with Monte-Carlo samples)."""
+        logits, features = self.net(inputs, returnt="both")
+        return {"features": features, "logits": logits[:, :self.n_seen_classes]}
+
+    # ---- helpers for methods -------------------------------------------------------------------
+    def transform(self, not_aug: Tensor) -> Tensor:
+        """Augment and normalise a batch of [0, 1] images (e.g. replayed memory items)."""
+        x = self._augment(not_aug, self.generator) if self._augment is not None else not_aug
+        return self._normalize(x)
+
+    def normalize(self, not_aug: Tensor) -> Tensor:
+        return self._normalize(not_aug)
+
+    def make_buffer(self) -> ReservoirBuffer | ClassBalancedBuffer:
+        a = self.args
+        if a.buffer_size == 0 and a.buffer_per_class is None:
+            raise UserError(f"model '{self.NAME}' needs a memory: pass --buffer_size N "
+                            f"or --buffer_per_class K")
+        if a.buffer_per_class is not None and a.buffer_size:
+            raise UserError("--buffer_size and --buffer_per_class are exclusive: pass one of them")
+        if a.buffer_mode == "balanced" or a.buffer_per_class is not None:
+            return ClassBalancedBuffer(buffer_size=a.buffer_size or None, per_class=a.buffer_per_class,
+                                       device=self.device, seed=a.seed)
+        return ReservoirBuffer(a.buffer_size, device=self.device, seed=a.seed)
+
+    def remember(self, **columns: Tensor) -> None:
+        """Offer stream items to a reservoir memory (class-balanced memories fill at task end)."""
+        if isinstance(self.buffer, ReservoirBuffer):
+            self.buffer.add(**columns)
+
+    def replay_batch(self) -> dict[str, Tensor] | None:
+        """A sample of the memory, or ``None`` while it is empty."""
+        if self.buffer is None or self.buffer.is_empty():
+            return None
+        return self.buffer.sample(self.minibatch_size, generator=self.generator)
+
+    @torch.no_grad()
+    def update_balanced_memory(self, dataset) -> None:
+        """Select exemplars of the current task's classes (on un-augmented images, in eval mode) and
+        shrink older classes to the new per-class quota."""
+        data = dataset.task_data(self._current_task, "train")
+        was_training = self.training
+        self.eval()
+        outputs: dict[str, list[Tensor]] = {}
+        images, labels = [], []
+        for batch in data.batches(self.args.eval_batch_size):
+            x = batch["not_aug_inputs"].to(self.device)
+            for key, value in self.selection_outputs(self.normalize(x)).items():
+                outputs.setdefault(key, []).append(value)
+            images.append(x)
+            labels.append(batch["labels"].to(self.device))
+        self.train(was_training)
+        cat = {k: torch.cat(v, dim=1 if k == "mc_logits" else 0) for k, v in outputs.items()}
+        labels_t = torch.cat(labels)
+        quota = self.buffer.quota(self.n_seen_classes)
+        ranking = rank_exemplars(self.args.exemplar_selector, labels_t, keep=self.args.selector_keep,
+                                 generator=self.generator, k=quota, **cat)
+        self.buffer.update({"examples": torch.cat(images), "labels": labels_t}, ranking)
+
+    # ---- called by the task loop ---------------------------------------------------------------
+    def meta_begin_task(self, dataset, steps_per_epoch: int, n_epochs: int) -> None:
+        self.begin_task(dataset)
+        self.optimizer = self.get_optimizer()
+        self.scheduler = self.get_scheduler(steps_per_epoch, n_epochs)
+
+    def meta_observe(self, batch: dict[str, Tensor], epoch: int) -> float:
+        if self._observe_takes_kwargs:
+            kwargs = dict(batch)
+        else:
+            kwargs = {k: v for k, v in batch.items() if k in self._observe_args}
+        if "epoch" in self._observe_args or self._observe_takes_kwargs:
+            kwargs["epoch"] = epoch
+        return self.observe(**kwargs)
+
+    def meta_end_task(self, dataset) -> None:
+        if isinstance(self.buffer, ClassBalancedBuffer):
+            self.update_balanced_memory(dataset)
+        self.end_task(dataset)
+        self._current_task += 1
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to continue after the last completed task (tensors and plain data only)."""
+        return {
+            "model": self.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "buffer": self.buffer.state_dict() if self.buffer is not None else None,
+            "generator": self.generator.get_state(),
+            "current_task": self._current_task,
+        }
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self._current_task = int(state["current_task"])
+        self.load_state_dict(state["model"])
+        self.optimizer = self.get_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.buffer is not None and state["buffer"] is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        self.generator.set_state(state["generator"])

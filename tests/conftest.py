@@ -1,0 +1,40 @@
+"""Shared fixtures: every test runs offline, on CPU, with results written under tmp_path."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Two cores: keep torch from oversubscribing them when pytest and a child process both run.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def run_main(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python main.py ARGS`` in a subprocess, writing results below ``tmp_path``."""
+    cmd = [sys.executable, str(REPO / "main.py"), *args]
+    if "--results_path" not in args and "--resume" not in args:
+        cmd += ["--results_path", str(tmp_path / "results")]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def only_run_dir(results: Path) -> Path:
+    runs = [p for p in results.glob("*/*/*") if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def load_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture
+def main_runner(tmp_path):
+    return lambda args, **kw: run_main(args, tmp_path, **kw)

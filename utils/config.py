@@ -1,0 +1,220 @@
+"""From the command line to one resolved, typed configuration, with the source of every value.
+
+Precedence, highest first (documented in the README):
+1. an explicit command-line flag (``cli``);
+2. the method's YAML (``--model_config default|best``: ``models/config/<model>.yaml``; ``default``
+   loads its ``default:`` section, ``best`` adds the ``<dataset>:`` section and, inside it, the
+   section named after the buffer size, e.g. ``500:``);
+3. the method's defaults (its ``DEFAULTS`` for run options, its ``Options`` field defaults);
+4. the dataset's defaults (its ``DEFAULTS``);
+5. the option's own default.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from datasets import get_dataset_class, list_datasets
+from models import get_model_class, list_models
+from utils import options as opt
+from utils.errors import UserError
+from utils.run_options import RunOptions
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "models" / "config"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ``UserError`` (one line, exit code 2) instead of printing usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(message)
+
+
+@dataclass
+class Config:
+    model: str
+    dataset: str
+    backbone: str
+    model_config: str
+    run: RunOptions
+    method: Any
+    data: Any
+    net: Any
+    sources: dict[str, str] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "selection": {"model": self.model, "dataset": self.dataset, "backbone": self.backbone,
+                          "model_config": self.model_config},
+            "run": opt.to_dict(self.run), "method": opt.to_dict(self.method),
+            "dataset": opt.to_dict(self.data), "backbone": opt.to_dict(self.net),
+            "sources": self.sources, "argv": self.argv,
+        }
+
+    @classmethod
+    def from_json(cls, blob: Mapping[str, Any]) -> "Config":
+        sel = blob["selection"]
+        model_cls = get_model_class(sel["model"])
+        dataset_cls = get_dataset_class(sel["dataset"])
+        net_cls = model_cls.backbone_options(sel["backbone"])
+        return cls(model=sel["model"], dataset=sel["dataset"], backbone=sel["backbone"],
+                   model_config=sel["model_config"],
+                   run=opt.resolve(RunOptions, [("saved", blob["run"])])[0],
+                   method=opt.resolve(model_cls.Options, [("saved", blob["method"])])[0],
+                   data=opt.resolve(dataset_cls.Options, [("saved", blob["dataset"])])[0],
+                   net=opt.resolve(net_cls, [("saved", blob["backbone"])])[0],
+                   sources=dict(blob.get("sources", {})), argv=list(blob.get("argv", [])))
+
+
+def _selection_parser(add_help: bool) -> _Parser:
+    p = _Parser(prog="main.py", add_help=add_help, allow_abbrev=False,
+                description="Tusk: continual learning with vision-language models. "
+                            "Pass --model and --dataset with --help to see their options too.")
+    g = p.add_argument_group("selection")
+    g.add_argument("--model", help=f"the method: {', '.join(list_models())}")
+    g.add_argument("--dataset", help=f"the benchmark: {', '.join(list_datasets())}")
+    g.add_argument("--backbone", help="the network (default: the method's, else the dataset's)")
+    g.add_argument("--model_config", default="none", choices=("none", "default", "best"),
+                   help="load the method's YAML settings: its 'default' section, or the best known "
+                        "settings for this dataset (and buffer size)")
+    g.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its last completed task")
+    return p
+
+
+#: Flags that may be given together with --resume (they do not change results).
+RESUME_OVERRIDES = ("quiet", "device", "num_workers", "data_path")
+
+
+def parse_config(argv: Sequence[str]) -> tuple[Config, str | None]:
+    """Resolve ``argv`` into a ``Config``; returns ``(config, resume_dir)``."""
+    argv = list(argv)
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    first, _ = _selection_parser(add_help=False).parse_known_args(argv)
+    if first.resume:
+        return _resume_config(first.resume, argv), first.resume
+    if not first.model or not first.dataset:
+        if wants_help:
+            _full_parser(None, None, None).print_help()
+            raise SystemExit(0)
+        raise UserError("--model and --dataset are required (see --help); "
+                        f"models: {', '.join(list_models())}; datasets: {', '.join(list_datasets())}")
+    model_cls = get_model_class(first.model)
+    dataset_cls = get_dataset_class(first.dataset)
+    backbone = first.backbone or model_cls.DEFAULTS.get("backbone") or dataset_cls.DEFAULTS.get("backbone")
+    if not backbone:
+        raise UserError(f"--backbone is required: neither {model_cls.NAME} nor {dataset_cls.NAME} "
+                        f"has a default")
+    net_cls = model_cls.backbone_options(backbone)
+
+    parser = _full_parser(model_cls, dataset_cls, net_cls)
+    cli = vars(parser.parse_args(argv))
+    selection = {k: cli.pop(k) for k in ("model", "dataset", "backbone", "model_config", "resume") if k in cli}
+    model_config = selection.get("model_config", "none")
+
+    yaml_layer, yaml_source = _load_model_yaml(model_cls, dataset_cls, model_config, cli)
+    known = set(opt.field_names(RunOptions)) | set(opt.field_names(model_cls.Options)) \
+        | set(opt.field_names(dataset_cls.Options)) | set(opt.field_names(net_cls))
+    opt.check_known(yaml_layer, known, yaml_source)
+    for name, where in ((model_cls.DEFAULTS, f"{model_cls.NAME}.DEFAULTS"),
+                        (dataset_cls.DEFAULTS, f"{dataset_cls.NAME}.DEFAULTS")):
+        opt.check_known([k for k in name if k != "backbone"], known, where)
+
+    layers = [("cli", cli), (yaml_source, yaml_layer), ("method defaults", model_cls.DEFAULTS),
+              ("dataset defaults", dataset_cls.DEFAULTS)]
+    sources: dict[str, str] = {}
+    resolved = []
+    for cls in (RunOptions, model_cls.Options, dataset_cls.Options, net_cls):
+        obj, src = opt.resolve(cls, layers)
+        resolved.append(obj)
+        sources.update(src)
+    sources["backbone"] = "cli" if first.backbone else (
+        "method defaults" if model_cls.DEFAULTS.get("backbone") else "dataset defaults")
+    config = Config(model=model_cls.NAME, dataset=dataset_cls.NAME, backbone=backbone, model_config=model_config,
+                    run=resolved[0], method=resolved[1], data=resolved[2], net=resolved[3],
+                    sources=sources, argv=argv)
+    return config, None
+
+
+def _full_parser(model_cls, dataset_cls, net_cls) -> _Parser:
+    parser = _selection_parser(add_help=True)
+    taken: set[str] = {"model", "dataset", "backbone", "model_config", "resume"}
+    groups = [("run options", RunOptions)]
+    if model_cls is not None:
+        groups.append((f"options of model '{model_cls.NAME}'", model_cls.Options))
+    if dataset_cls is not None:
+        groups.append((f"options of dataset '{dataset_cls.NAME}'", dataset_cls.Options))
+    if net_cls is not None:
+        groups.append(("options of the backbone", net_cls))
+    defaults: dict[str, Any] = {}
+    if dataset_cls is not None:
+        defaults.update(dataset_cls.DEFAULTS)
+    if model_cls is not None:
+        defaults.update(model_cls.DEFAULTS)
+    for title, cls in groups:
+        opt.add_to_parser(parser.add_argument_group(title), cls, defaults=defaults, taken=taken)
+    return parser
+
+
+def _load_model_yaml(model_cls, dataset_cls, model_config: str, cli: Mapping[str, Any]
+                     ) -> tuple[dict[str, Any], str]:
+    if model_config == "none":
+        return {}, "model_config"
+    path = _find_yaml(model_cls.NAME)
+    if path is None:
+        raise UserError(f"--model_config {model_config}: model '{model_cls.NAME}' has no config file "
+                        f"(expected {CONFIG_DIR}/{model_cls.NAME}.yaml)")
+    data = yaml.safe_load(path.read_text()) or {}
+    layer: dict[str, Any] = dict(data.get("default") or {})
+    source = f"{path.name}:default"
+    if model_config == "best":
+        section = data.get(dataset_cls.NAME)
+        if section is None:
+            raise UserError(f"--model_config best: {path.name} has no settings for dataset "
+                            f"'{dataset_cls.NAME}' (it has: {', '.join(k for k in data if k != 'default')})")
+        plain = {k: v for k, v in section.items() if not isinstance(k, int)}
+        layer.update(plain)
+        by_buffer = {k: v for k, v in section.items() if isinstance(k, int)}
+        if by_buffer:
+            size = int(cli.get("buffer_size", plain.get("buffer_size", layer.get("buffer_size", 0))))
+            if size not in by_buffer:
+                raise UserError(f"--model_config best: {path.name} has settings for buffer sizes "
+                                f"{sorted(by_buffer)} on {dataset_cls.NAME}; pass --buffer_size with one of them")
+            layer.update(by_buffer[size])
+        source = f"{path.name}:{dataset_cls.NAME}"
+    return layer, source
+
+
+def _find_yaml(name: str) -> Path | None:
+    key = name.replace("_", "-").lower()
+    for p in sorted(CONFIG_DIR.glob("*.yaml")):
+        if p.stem.replace("_", "-").lower() == key:
+            return p
+    return None
+
+
+def _resume_config(run_dir: str, argv: list[str]) -> Config:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(f"--resume: no run at '{run_dir}' (expected {path})")
+    config = Config.from_json(json.loads(path.read_text()))
+    parser = _Parser(prog="main.py --resume", add_help=False, allow_abbrev=False)
+    parser.add_argument("--resume")
+    fields = {f: RunOptions.__dataclass_fields__[f] for f in RESUME_OVERRIDES}
+    for name in fields:
+        parser.add_argument(f"--{name}", default=argparse.SUPPRESS)
+    extra, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise UserError(f"--resume continues a run with its saved settings; only "
+                        f"{', '.join('--' + f for f in RESUME_OVERRIDES)} may be changed (got {' '.join(unknown)})")
+    for name, value in vars(extra).items():
+        if name in fields:
+            setattr(config.run, name, opt.coerce(fields[name], value))
+            config.sources[name] = "cli (resume)"
+    return config

@@ -1,0 +1,64 @@
+"""Options every run has, whatever the method and dataset (``python main.py --help`` lists them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from utils.exemplar_selection import SELECTORS
+from utils.options import option
+
+
+@dataclass
+class RunOptions:
+    # --- experiment -------------------------------------------------------------------------
+    seed: int = option(0, "seed for every random choice: class order, data order, buffers, init", min=0)
+    class_order: str = option("native", "class order: 'native' (the dataset's), 'random' (permuted by --seed), "
+                              "or a path to a text file of native class indices or names, one per line")
+    n_epochs: int = option(1, "training epochs per task", min=0)
+    n_iters: Optional[int] = option(None, "train exactly this many steps per task instead of --n_epochs "
+                                    "(data is cycled)", min=1)
+    batch_size: int = option(32, "training batch size", min=1)
+    eval_batch_size: int = option(256, "evaluation batch size", min=1)
+    eval_future: bool = option(False, "also evaluate on not-yet-seen tasks (methods that can predict "
+                               "unseen classes, e.g. zero-shot CLIP)")
+    stop_after: Optional[int] = option(None, "stop after this many tasks (the run can be continued with "
+                                       "--resume)", min=1)
+    debug_mode: bool = option(False, "train and evaluate on a few batches only, to smoke-test a setup")
+
+    # --- optimisation -----------------------------------------------------------------------
+    lr: float = option(0.1, "learning rate", min=0.0)
+    optimizer: str = option("sgd", "optimizer", choices=("sgd", "adam", "adamw"))
+    optim_wd: float = option(0.0, "weight decay", min=0.0)
+    optim_mom: float = option(0.0, "SGD momentum", min=0.0, max=1.0)
+    optim_nesterov: bool = option(False, "Nesterov momentum (SGD)")
+    lr_scheduler: str = option("none", "learning-rate schedule within each task",
+                               choices=("none", "cosine", "multisteplr"))
+    lr_milestones: list[int] = option([], "epochs (or iterations with --scheduler_mode iter) at which "
+                                      "multisteplr multiplies the lr by --sched_gamma")
+    sched_gamma: float = option(0.1, "multisteplr decay factor", min=0.0)
+    scheduler_mode: str = option("epoch", "step the scheduler after every epoch or every iteration",
+                                 choices=("epoch", "iter"))
+
+    # --- rehearsal memory -------------------------------------------------------------------
+    buffer_size: int = option(0, "total rehearsal memory (items); 0 = no memory", min=0)
+    buffer_per_class: Optional[int] = option(None, "fixed exemplars per class instead of a fixed total "
+                                             "(class-balanced memory)", min=1)
+    buffer_mode: str = option("reservoir", "how the memory is filled: reservoir sampling over the stream, or "
+                              "class-balanced selection at the end of each task with --exemplar_selector",
+                              choices=("reservoir", "balanced"))
+    exemplar_selector: str = option("random", "exemplar selection for class-balanced memories",
+                                    choices=SELECTORS)
+    selector_keep: str = option("default", "which end of the selector's score to keep: the selector's "
+                                "documented default, the highest or the lowest scores",
+                                choices=("default", "high", "low"))
+    minibatch_size: Optional[int] = option(None, "replay batch size drawn from the memory "
+                                           "(default: --batch_size)", min=1)
+
+    # --- management -------------------------------------------------------------------------
+    data_path: str = option("data", "where datasets are stored / downloaded")
+    results_path: str = option("results", "each run writes a new directory below this path")
+    device: str = option("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N, mps")
+    num_workers: int = option(2, "DataLoader workers for datasets read from files", min=0)
+    checkpoint: bool = option(True, "save a checkpoint after every task (needed by --resume)")
+    quiet: bool = option(False, "no progress bars or per-task tables")
+    notes: str = option("", "free text stored with the run's config")

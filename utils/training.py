@@ -1,0 +1,173 @@
+"""The one task loop: for each task, begin, train, end, evaluate, record, checkpoint.
+
+Owned here and nowhere else: the data order (one seeded generator), stepping the learning-rate
+scheduler (every epoch or iteration, as the model's ``scheduler_mode`` says), progress bars,
+stopping cleanly on SIGINT/SIGTERM, and the checkpoint written after every task.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from utils.atomic import load_torch, save_torch
+from utils.evaluate import evaluate
+from utils.results import RunRecorder
+from utils.seeding import rng_state, set_rng_state
+
+CHECKPOINT = "checkpoint.pt"
+INTERRUPTED = "interrupted.pt"
+DEBUG_BATCHES = 5
+
+
+class Interrupted(Exception):
+    """Raised inside the loop when SIGINT/SIGTERM arrived; carries the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[dict]:
+    """Record SIGINT/SIGTERM instead of dying mid-write; the loop stops at the next batch."""
+    flag: dict = {"signum": None}
+
+    def handler(signum, _frame):
+        flag["signum"] = signum
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not in the main thread: leave signals alone
+        previous = {}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class TaskLoop:
+    def __init__(self, model, dataset, recorder: RunRecorder, checkpoint: bool = True):
+        self.model, self.dataset, self.recorder = model, dataset, recorder
+        self.args = model.args
+        self.checkpoint = checkpoint
+        self.data_generator = torch.Generator().manual_seed(self.args.seed)
+        self.start_task = 0
+        self._test_data: dict[int, object] = {}
+
+    # ---- resume -----------------------------------------------------------------------------
+    def checkpoint_path(self) -> Path:
+        return self.recorder.dir / CHECKPOINT
+
+    def save_checkpoint(self, path: Path, completed_tasks: int, **extra) -> None:
+        save_torch(path, {"format": 1, "completed_tasks": completed_tasks,
+                          "model": self.model.checkpoint_state(), "rng": rng_state(),
+                          "data_generator": self.data_generator.get_state(),
+                          "results": self.recorder.state(), **extra})
+
+    def restore(self) -> int:
+        """Load the last completed task's checkpoint; returns the task to continue with."""
+        state = load_torch(self.checkpoint_path(), map_location=self.model.device)
+        self.model.load_checkpoint_state(state["model"])
+        set_rng_state(state["rng"])
+        self.data_generator.set_state(state["data_generator"].cpu())
+        self.recorder.load_state(state["results"])
+        self.start_task = int(state["completed_tasks"])
+        return self.start_task
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def test_data(self, task: int):
+        if task not in self._test_data:
+            self._test_data[task] = self.dataset.task_data(task, "test").to(self.model.device)
+        return self._test_data[task]
+
+    def run(self) -> None:
+        n_tasks = self.dataset.N_TASKS
+        end = min(n_tasks, self.args.stop_after) if self.args.stop_after else n_tasks
+        with _stop_on_signals() as stop:
+            for task in range(self.start_task, end):
+                started = time.perf_counter()
+                self.train_task(task, stop)
+                class_il, task_il = self.evaluate_after(task)
+                self.recorder.add_row(class_il, task_il, time.perf_counter() - started)
+                if self.checkpoint:
+                    self.save_checkpoint(self.checkpoint_path(), task + 1)
+                self.recorder.publish_row()
+                if not self.args.quiet:
+                    seen = [class_il[k] for k in range(task + 1)]
+                    seen_t = [task_il[k] for k in range(task + 1)]
+                    tqdm.write(f"task {task + 1}/{n_tasks}: class-IL {sum(seen) / len(seen):.2f}  "
+                               f"task-IL {sum(seen_t) / len(seen_t):.2f}  "
+                               f"({self.recorder.task_seconds[-1]:.1f}s)")
+
+    def train_task(self, task: int, stop: dict) -> None:
+        model, args = self.model, self.args
+        tasks = list(range(task + 1)) if model.TRAIN_ON_ALL_SEEN_TASKS else [task]
+        data = self.dataset.task_data(tasks, "train").to(model.device)
+        batch_size = args.batch_size
+        steps_per_epoch = data.num_batches(batch_size)
+        if args.debug_mode:
+            steps_per_epoch = min(steps_per_epoch, DEBUG_BATCHES)
+        if args.n_iters is not None:
+            total_steps = args.n_iters
+            n_epochs = math.ceil(total_steps / max(steps_per_epoch, 1))
+        else:
+            n_epochs = args.n_epochs
+            total_steps = n_epochs * steps_per_epoch
+        model.meta_begin_task(self.dataset, steps_per_epoch, n_epochs)
+        model.train()
+        scheduler = model.scheduler
+        step_each_iter = scheduler is not None and model.scheduler_mode == "iter"
+        bar = tqdm(total=total_steps, desc=f"task {task + 1}/{self.dataset.N_TASKS}", leave=False,
+                   disable=args.quiet)
+        step = 0
+        for epoch in range(n_epochs):
+            model.begin_epoch(epoch, self.dataset)
+            for i, batch in enumerate(data.batches(batch_size, shuffle=True, generator=self.data_generator,
+                                                   train=True)):
+                if step >= total_steps or i >= steps_per_epoch:
+                    break
+                if stop["signum"] is not None:
+                    bar.close()
+                    raise Interrupted(stop["signum"])
+                if batch["labels"].shape[0] < 2 and step > 0:  # a lone last item breaks BatchNorm
+                    continue
+                batch = {k: v.to(model.device, non_blocking=True) for k, v in batch.items()}
+                loss = model.meta_observe(batch, epoch)
+                if not math.isfinite(loss):
+                    bar.close()
+                    raise TrainingDiverged(f"the loss became {loss} at task {task + 1}, epoch {epoch + 1}, "
+                                           f"step {step + 1}: try a lower --lr")
+                if step_each_iter:
+                    scheduler.step()
+                step += 1
+                bar.update()
+                if step % 25 == 0:
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if scheduler is not None and not step_each_iter:
+                scheduler.step()
+            model.end_epoch(epoch, self.dataset)
+        bar.close()
+        model.meta_end_task(self.dataset)
+
+    def evaluate_after(self, task: int) -> tuple[dict[int, float], dict[int, float]]:
+        args = self.args
+        n_tasks = self.dataset.N_TASKS
+        tasks = list(range(n_tasks)) if args.eval_future else list(range(task + 1))
+        test = {k: self.test_data(k) for k in tasks}
+        cil, til = evaluate(self.model, self.dataset, test, task, tasks, args.eval_batch_size,
+                            quiet=args.quiet, max_batches=3 if args.debug_mode else None)
+        return dict(zip(tasks, cil)), dict(zip(tasks, til))
