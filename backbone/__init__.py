@@ -13,17 +13,15 @@ Names: local names ignore case, and ``_`` and ``-`` are equivalent (``small_cnn`
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import typing
-from typing import Any, Mapping
+from typing import Any
 
 from backbone.base import RETURNT, Backbone
 from backbone.resnet18 import ResNet18, ResNet18Options
 from backbone.small_cnn import SmallCNN, SmallCNNOptions
 from backbone.timm_backbone import TimmBackbone, TimmOptions
 from utils.errors import UserError, unknown_name_error
-from utils.options import NoOptions, check_known, coerce, resolve
+from utils.options import NoOptions, validated
 
 __all__ = [
     "Backbone", "RETURNT", "list_backbones", "get_backbone_options", "create_backbone",
@@ -117,30 +115,6 @@ def get_backbone_options(name: str) -> type:
     return getattr(_REGISTRY[key], "Options", NoOptions)
 
 
-def _check_options(cls: type, options: Any, backbone: str) -> Any:
-    if options is None:
-        return cls()
-    if isinstance(options, Mapping):
-        check_known(options.keys(), [f.name for f in dataclasses.fields(cls)], f"backbone '{backbone}'")
-        instance, _ = resolve(cls, [("backbone options", options)])
-        return instance
-    if not isinstance(options, cls):
-        raise TypeError(f"backbone '{backbone}' takes options of type {cls.__name__}, "
-                        f"got {type(options).__name__}")
-    # A dataclass instance is not validated on construction: apply the same rules as the CLI.
-    values = {f.name: coerce(f, getattr(options, f.name)) for f in _typed_fields(cls)}
-    return dataclasses.replace(options, **values) if values else options
-
-
-def _typed_fields(cls: type) -> list[dataclasses.Field]:
-    hints = typing.get_type_hints(cls)
-    fields = []
-    for f in dataclasses.fields(cls):
-        f.type = hints[f.name]
-        fields.append(f)
-    return fields
-
-
 def create_backbone(name: str, num_classes: int, options: Any = None) -> Backbone:
     """Build backbone ``name`` with a ``num_classes``-way classifier.
 
@@ -151,7 +125,7 @@ def create_backbone(name: str, num_classes: int, options: Any = None) -> Backbon
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if kind == "timm":
-        return TimmBackbone(key, num_classes, _check_options(TimmOptions, options, TIMM_PREFIX + key))
+        return TimmBackbone(key, num_classes, validated(TimmOptions, options, f"backbone '{TIMM_PREFIX + key}'"))
     cls = _REGISTRY[key]
     opts_cls = getattr(cls, "Options", NoOptions)
-    return cls(num_classes, _check_options(opts_cls, options, key))
+    return cls(num_classes, validated(opts_cls, options, f"backbone '{key}'"))

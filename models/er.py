@@ -3,8 +3,6 @@
 The memory is a reservoir over the stream (``--buffer_size``) or, with ``--buffer_mode balanced`` /
 ``--buffer_per_class``, class-balanced exemplars chosen by ``--exemplar_selector`` at each task end.
 """
-import torch
-
 from models.utils.continual_model import ContinualModel
 
 
@@ -14,12 +12,9 @@ class Er(ContinualModel):
 
     def observe(self, inputs, labels, not_aug_inputs, epoch=None):
         self.optimizer.zero_grad()
-        replay = self.replay_batch()
-        if replay is not None:
-            inputs = torch.cat([inputs, self.transform(replay["examples"])])
-            labels = torch.cat([labels, replay["labels"]])
-        loss = self.loss(self.net(inputs), labels)
+        all_inputs, all_labels = self.with_replay(inputs, labels)
+        loss = self.loss(self.net(all_inputs), all_labels)
         loss.backward()
         self.optimizer.step()
-        self.remember(examples=not_aug_inputs, labels=labels[:not_aug_inputs.shape[0]])
+        self.remember(examples=not_aug_inputs, labels=labels)
         return loss.item()

@@ -6,12 +6,11 @@ current classes are one-hot. The memory is class-balanced and filled by herding 
 (the loop does that before ``end_task``). Evaluation: the class whose exemplar mean (of normalised
 features, image and its horizontal flip) is nearest to the normalised feature of the test image.
 """
-from copy import deepcopy
-
 import torch
 import torch.nn.functional as F
 
 from models.utils.continual_model import ContinualModel
+from models.utils.frozen_net import FrozenNet
 from utils.buffer import ClassBalancedBuffer
 from utils.errors import UserError
 
@@ -25,22 +24,14 @@ class ICarl(ContinualModel):
         super().__init__(*args, **kwargs)
         if not isinstance(self.buffer, ClassBalancedBuffer):
             raise UserError("icarl needs a class-balanced memory: drop --buffer_mode reservoir")
-        self.old_net = deepcopy(self.net).requires_grad_(False).eval()
+        self.old_net = FrozenNet(self.net)
         feature_dim = self.net.feature_dim
         self.register_buffer("class_means", torch.zeros(self.n_classes, feature_dim, device=self.device))
         self.register_buffer("has_mean", torch.zeros(self.n_classes, dtype=torch.bool, device=self.device))
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.old_net.eval()
-        return self
-
     def observe(self, inputs, labels, not_aug_inputs, epoch=None):
         self.optimizer.zero_grad()
-        replay = self.replay_batch()
-        if replay is not None:
-            inputs = torch.cat([inputs, self.transform(replay["examples"])])
-            labels = torch.cat([labels, replay["labels"]])
+        inputs, labels = self.with_replay(inputs, labels)
         logits = self.net(inputs)[:, :self.n_seen_classes]
         targets = F.one_hot(labels, self.n_seen_classes).float()
         if self.current_task > 0:
@@ -61,8 +52,8 @@ class ICarl(ContinualModel):
 
     @torch.no_grad()
     def end_task(self, dataset):
-        self.old_net.load_state_dict(self.net.state_dict())
-        memory = self.buffer.get_all()
+        self.old_net.update(self.net)
+        memory = self.memory_items()
         was_training = self.training
         self.eval()
         feats = []

@@ -3,13 +3,13 @@
 Cross-entropy over the classes seen so far, plus a temperature-scaled distillation that keeps the
 past classes' outputs close to those of the network frozen at the end of the previous task.
 """
-from copy import deepcopy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from models.utils.continual_model import ContinualModel
+from models.utils.frozen_net import FrozenNet
 from utils.options import option
 
 
@@ -32,12 +32,7 @@ class Lwf(ContinualModel):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.old_net = deepcopy(self.net).requires_grad_(False).eval()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.old_net.eval()
-        return self
+        self.old_net = FrozenNet(self.net)
 
     def observe(self, inputs, labels, not_aug_inputs, epoch=None):
         self.optimizer.zero_grad()
@@ -53,4 +48,4 @@ class Lwf(ContinualModel):
         return loss.item()
 
     def end_task(self, dataset):
-        self.old_net.load_state_dict(self.net.state_dict())
+        self.old_net.update(self.net)

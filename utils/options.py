@@ -206,6 +206,20 @@ def check_known(keys: Iterable[str], known: Iterable[str], where: str) -> None:
             raise UserError(f"{where}: unknown option '{key}'{hint}")
 
 
+def validated(cls: type, options: Any, where: str) -> Any:
+    """An instance of ``cls`` from ``None`` (the defaults), a mapping of its fields or an instance,
+    checked with the same rules as the command line (a dataclass does not check itself)."""
+    if options is None:
+        return cls()
+    if isinstance(options, Mapping):
+        check_known(options.keys(), field_names(cls), where)
+        return resolve(cls, [(where, options)])[0]
+    if not isinstance(options, cls):
+        raise TypeError(f"{where} takes options of type {cls.__name__}, got {type(options).__name__}")
+    values = {f.name: coerce(f, getattr(options, f.name)) for f in _fields(cls)}
+    return dataclasses.replace(options, **values) if values else options
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 

@@ -51,6 +51,9 @@ class RunOptions:
     selector_keep: str = option("default", "which end of the selector's score to keep: the selector's "
                                 "documented default, the highest or the lowest scores",
                                 choices=("default", "high", "low"))
+    buffer_storage: str = option("tensor", "what the memory stores: the images, or their indices in the dataset "
+                                 "(images are re-read when replayed; saves memory on large images)",
+                                 choices=("tensor", "index"))
     minibatch_size: Optional[int] = option(None, "replay batch size drawn from the memory "
                                            "(default: --batch_size)", min=1)
 

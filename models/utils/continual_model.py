@@ -58,6 +58,7 @@ class ContinualModel(nn.Module):
         if self.REQUIRES_BUFFER:
             self.buffer = self.make_buffer()
         self.minibatch_size = args.minibatch_size or args.batch_size
+        self._batch_indexes: Tensor | None = None
         self._observe_args = set(inspect.signature(self.observe).parameters)
         self._observe_takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD
                                          for p in inspect.signature(self.observe).parameters.values())
@@ -175,15 +176,35 @@ class ContinualModel(nn.Module):
         return ReservoirBuffer(a.buffer_size, device=self.device, seed=a.seed)
 
     def remember(self, **columns: Tensor) -> None:
-        """Offer stream items to a reservoir memory (class-balanced memories fill at task end)."""
+        """Offer stream items to a reservoir memory (class-balanced memories fill at task end).
+        With ``--buffer_storage index`` the ``examples`` column is stored as dataset indices."""
         if isinstance(self.buffer, ReservoirBuffer):
+            if self.args.buffer_storage == "index" and "examples" in columns:
+                columns = {k: v for k, v in columns.items() if k != "examples"}
+                columns["indexes"] = self._batch_indexes
             self.buffer.add(**columns)
 
     def replay_batch(self) -> dict[str, Tensor] | None:
         """A sample of the memory, or ``None`` while it is empty."""
         if self.buffer is None or self.buffer.is_empty():
             return None
-        return self.buffer.sample(self.minibatch_size, generator=self.generator)
+        return self._with_examples(self.buffer.sample(self.minibatch_size, generator=self.generator))
+
+    def with_replay(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The stream batch followed by an augmented memory batch (unchanged while the memory is empty)."""
+        replay = self.replay_batch()
+        if replay is None:
+            return inputs, labels
+        return torch.cat([inputs, self.transform(replay["examples"])]), torch.cat([labels, replay["labels"]])
+
+    def memory_items(self) -> dict[str, Tensor]:
+        """Everything in the memory, with ``examples`` re-read if the memory stores indices."""
+        return self._with_examples(dict(self.buffer.get_all()))
+
+    def _with_examples(self, items: dict[str, Tensor]) -> dict[str, Tensor]:
+        if "indexes" in items and "examples" not in items:
+            items["examples"] = self.dataset.fetch(items["indexes"]).to(self.device)
+        return items
 
     @torch.no_grad()
     def update_balanced_memory(self, dataset) -> None:
@@ -193,12 +214,13 @@ class ContinualModel(nn.Module):
         was_training = self.training
         self.eval()
         outputs: dict[str, list[Tensor]] = {}
-        images, labels = [], []
+        stored, labels = [], []
+        column = "indexes" if self.args.buffer_storage == "index" else "examples"
         for batch in data.batches(self.args.eval_batch_size):
             x = batch["not_aug_inputs"].to(self.device)
             for key, value in self.selection_outputs(self.normalize(x)).items():
                 outputs.setdefault(key, []).append(value)
-            images.append(x)
+            stored.append(x if column == "examples" else batch["indexes"].to(self.device))
             labels.append(batch["labels"].to(self.device))
         self.train(was_training)
         cat = {k: torch.cat(v, dim=1 if k == "mc_logits" else 0) for k, v in outputs.items()}
@@ -206,7 +228,7 @@ class ContinualModel(nn.Module):
         quota = self.buffer.quota(self.n_seen_classes)
         ranking = rank_exemplars(self.args.exemplar_selector, labels_t, keep=self.args.selector_keep,
                                  generator=self.generator, k=quota, **cat)
-        self.buffer.update({"examples": torch.cat(images), "labels": labels_t}, ranking)
+        self.buffer.update({column: torch.cat(stored), "labels": labels_t}, ranking)
 
     # ---- called by the task loop ---------------------------------------------------------------
     def meta_begin_task(self, dataset, steps_per_epoch: int, n_epochs: int) -> None:
@@ -215,6 +237,7 @@ class ContinualModel(nn.Module):
         self.scheduler = self.get_scheduler(steps_per_epoch, n_epochs)
 
     def meta_observe(self, batch: dict[str, Tensor], epoch: int) -> float:
+        self._batch_indexes = batch.get("indexes")
         if self._observe_takes_kwargs:
             kwargs = dict(batch)
         else:
