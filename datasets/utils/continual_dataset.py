@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from datasets.utils.task_data import TensorTaskData, concat_task_data
+from datasets.utils.image_source import ImageSource
+from datasets.utils.task_data import LoaderTaskData, TensorTaskData, concat_task_data
 from utils.augment import Normalize
 from utils.errors import UserError
-from utils.options import NoOptions
+from utils.options import NoOptions, to_dict
 from utils.run_options import RunOptions
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
@@ -46,6 +47,8 @@ class ContinualDataset:
     TEMPLATES: ClassVar[tuple[str, ...]] = DEFAULT_TEMPLATES
     MEAN: ClassVar[tuple[float, ...]] = (0.5, 0.5, 0.5)
     STD: ClassVar[tuple[float, ...]] = (0.5, 0.5, 0.5)
+    #: Side of the square images file-backed datasets produce for non-CLIP backbones.
+    IMAGE_SIZE: ClassVar[int] = 224
 
     def __init__(self, args: RunOptions, options: Any = None):
         self.args = args
@@ -73,8 +76,10 @@ class ContinualDataset:
         """Readable class names in the dataset's native label order."""
         raise NotImplementedError
 
-    def load_split(self, split: str) -> tuple[Tensor, Tensor]:
-        """``(images uint8 (N,C,H,W), native labels int64 (N,))`` of ``split`` ('train' or 'test')."""
+    def load_split(self, split: str) -> tuple[Tensor | ImageSource, Tensor]:
+        """``(images, native labels int64 (N,))`` of ``split`` ('train' or 'test'). ``images`` is a
+        uint8 tensor (N, C, H, W) for datasets small enough to keep decoded in memory (batches are
+        slices, augmentation is batched), or an ``ImageSource`` read through DataLoader workers."""
         raise NotImplementedError
 
     def train_augmentation(self):
@@ -108,27 +113,66 @@ class ContinualDataset:
 
     def task_data(self, tasks: int | Sequence[int], split: str) -> TensorTaskData:
         """The items of one task (or the union of several) of ``split``."""
+        return self.make_task_data(tasks, split, TensorTaskData)
+
+    def make_task_data(self, tasks: int | Sequence[int], split: str, kind: type) -> TensorTaskData:
         tasks = [tasks] if isinstance(tasks, int) else list(tasks)
         images, labels = self.split(split)
+        train = split == "train"
         parts = []
         for t in tasks:
             lo, hi = self.get_offsets(t)
             idx = torch.nonzero((labels >= lo) & (labels < hi)).flatten()
-            parts.append(TensorTaskData(images[idx], labels[idx], idx,
-                                        self.train_augmentation() if split == "train" else None,
-                                        self.normalize))
+            if isinstance(images, Tensor):
+                parts.append(kind(images[idx], labels[idx], idx, self.train_augmentation() if train else None,
+                                  self.normalize))
+            else:
+                parts.append(LoaderTaskData(images, labels[idx], idx, self.pil_train_transform() if train else None,
+                                            self.pil_test_transform(), self.normalize, self.args.num_workers))
         return concat_task_data(parts)
+
+    def image_batches(self, split: str, batch_size: int, size: int | None = None):
+        """Float [0, 1] images of a whole split in split order, for encoders that cache features.
+        File-backed splits are resized (shorter side, bicubic) and centre-cropped to ``size`` in the
+        workers; in-memory ones come at their own size (the encoder resizes them)."""
+        images, labels = self.split(split)
+        if isinstance(images, Tensor):
+            for start in range(0, images.shape[0], batch_size):
+                yield images[start:start + batch_size].float().div_(255)
+            return
+        tf = self.pil_test_transform() if size is None else _resize_crop(size)
+        data = LoaderTaskData(images, labels, torch.arange(len(images)), None, tf, lambda x: x, self.args.num_workers)
+        for batch in data.batches(batch_size):
+            yield batch["not_aug_inputs"]
+
+    # ---- file-backed datasets: PIL pipelines producing [0, 1] tensors (normalisation is batched) --
+    def pil_train_transform(self):
+        from torchvision import transforms as T
+        return T.Compose([T.RandomResizedCrop(self.IMAGE_SIZE, interpolation=T.InterpolationMode.BICUBIC),
+                          T.RandomHorizontalFlip(), T.ToTensor()])
+
+    def pil_test_transform(self):
+        return _resize_crop(self.IMAGE_SIZE)
+
+    def describe(self) -> dict:
+        """What identifies this dataset's images (part of feature-cache keys)."""
+        return {"name": self.NAME, "options": to_dict(self.options)}
 
     def fetch(self, indexes: Tensor, split: str = "train") -> Tensor:
         """Not-augmented float images of split positions ``indexes`` (for index-storing memories)."""
         images, _ = self.split(split)
-        return images[indexes.to(images.device)].float().div_(255)
+        if isinstance(images, Tensor):
+            return images[indexes.to(images.device)].float().div_(255)
+        tf = self.pil_test_transform()
+        return torch.stack([tf(images.image(int(i))) for i in indexes.tolist()])
 
     # ---- class order -------------------------------------------------------------------------
     def _make_class_order(self, spec: str, seed: int, native: list[str]) -> np.ndarray:
         n = self.n_classes
         if spec == "native":
             return np.arange(n)
+        if spec == "seed1993":    # iCaRL / PyCIL / CLAP4CLIP (--num-run 0): legacy numpy RandomState(1993)
+            return np.random.RandomState(1993).permutation(n)
         if spec == "random":
             rng = np.random.default_rng(seed)
             if not self.PERMUTE_WITHIN_TASKS:
@@ -162,3 +206,8 @@ class ContinualDataset:
                     raise UserError(f"--class_order: {self.NAME} is a sequence of datasets; classes cannot "
                                     f"move between tasks")
         return order_arr
+
+
+def _resize_crop(size: int):
+    from torchvision import transforms as T
+    return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor()])
