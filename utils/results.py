@@ -93,15 +93,34 @@ class RunRecorder:
         self.task_il: list[list[float | None]] = []
         self.task_seconds: list[float] = []
         self.status = "running"
+        #: Tasks that are evaluated but never trained (left out of the MTIL summary).
+        self.eval_only_tasks: list[int] = []
+        #: Counters a model reports about its run (e.g. images encoded vs read from the feature cache).
+        self.stats: dict[str, Any] = {}
+        # what each evaluation measured besides accuracy (see utils/evaluate.py), one entry per row
+        self.test_sizes: list[int | None] = [None] * n_tasks
+        self.top5: dict[str, list[list[float | None]]] = {"class_il": [], "task_il": []}
+        self.calibration: list[dict[str, Any] | None] = []
+        self.novelty: list[dict[str, Any] | None] = []
+        self.reference: dict[str, list[float | None]] | None = None   # zero-shot accuracies, --eval_future
 
     # ---- state for checkpoints --------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"class_il": self.class_il, "task_il": self.task_il, "task_seconds": self.task_seconds}
+        return {"class_il": self.class_il, "task_il": self.task_il, "task_seconds": self.task_seconds,
+                "test_sizes": self.test_sizes, "top5": self.top5, "calibration": self.calibration,
+                "novelty": self.novelty, "reference": self.reference}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.class_il = [list(r) for r in state["class_il"]]
         self.task_il = [list(r) for r in state["task_il"]]
         self.task_seconds = list(state["task_seconds"])
+        rows = len(self.class_il)       # checkpoints from before these fields existed: "not measured"
+        self.test_sizes = list(state.get("test_sizes", [None] * self.n_tasks))
+        self.top5 = {w: [list(r) for r in state.get("top5", {}).get(w, [[None] * self.n_tasks] * rows)]
+                     for w in ("class_il", "task_il")}
+        self.calibration = list(state.get("calibration", [None] * rows))
+        self.novelty = list(state.get("novelty", [None] * rows))
+        self.reference = state.get("reference")
 
     # ---- recording ------------------------------------------------------------------------
     def log(self, event: str, **fields: Any) -> None:
@@ -111,13 +130,29 @@ class RunRecorder:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def add_row(self, class_il: dict[int, float], task_il: dict[int, float], seconds: float) -> None:
+    def add_row(self, class_il: dict[int, float], task_il: dict[int, float], seconds: float,
+                extra: dict[str, Any] | None = None) -> None:
         """Row ``t`` of the matrices (in memory); ``class_il``/``task_il`` map evaluated task -> accuracy.
-        The loop checkpoints this state before :meth:`publish_row` writes it out, so that a run killed
-        in between resumes from a checkpoint that agrees with what it published."""
+        ``extra`` holds the rest of the evaluation (``StepEvaluation.extras()``: test-set sizes, top-5,
+        calibration, novel-data detection). The loop checkpoints this state before :meth:`publish_row`
+        writes it out, so that a run killed in between resumes from a checkpoint that agrees with what it
+        published."""
+        extra = extra or {}
         self.class_il.append([class_il.get(k) for k in range(self.n_tasks)])
         self.task_il.append([task_il.get(k) for k in range(self.n_tasks)])
         self.task_seconds.append(seconds)
+        for k, n in (extra.get("sizes") or {}).items():
+            self.test_sizes[k] = int(n)
+        top5 = extra.get("top5") or {}
+        for which in ("class_il", "task_il"):
+            self.top5[which].append([top5.get(which, {}).get(k) for k in range(self.n_tasks)])
+        self.calibration.append(extra.get("calibration"))
+        self.novelty.append(extra.get("novelty"))
+
+    def set_reference(self, class_il: dict[int, float], task_il: dict[int, float]) -> None:
+        """The zero-shot accuracies before any training, the reference of forward transfer."""
+        self.reference = {"class_il": [class_il.get(k) for k in range(self.n_tasks)],
+                          "task_il": [task_il.get(k) for k in range(self.n_tasks)]}
 
     def publish_row(self) -> None:
         task = len(self.class_il) - 1
@@ -126,17 +161,53 @@ class RunRecorder:
         self.write()
 
     def matrix(self, which: str) -> np.ndarray:
-        rows = self.class_il if which == "class_il" else self.task_il
-        return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+        rows = {"class_il": self.class_il, "task_il": self.task_il, "class_il_top5": self.top5["class_il"],
+                "task_il_top5": self.top5["task_il"]}[which]
+        return _array(rows)
 
     def metrics(self) -> dict[str, Any]:
+        """Every metric that applies to what was evaluated (definitions in ``utils/metrics.py``)."""
         if not self.class_il:
             return {}
-        out: dict[str, Any] = {"averaging": "mean of per-task accuracies"}
+        out: dict[str, Any] = {"averaging": metrics.TASK_MEAN}
+        seen = len(self.class_il)
+        sizes = None if None in self.test_sizes[:seen] else \
+            np.array([1 if n is None else n for n in self.test_sizes], dtype=float)    # future columns are unused
+        weighted: dict[str, Any] = {"averaging": metrics.SAMPLE_WEIGHTED}
+        top5: dict[str, Any] = {"averaging": metrics.TASK_MEAN}
         for which in ("class_il", "task_il"):
-            out[which] = metrics.summary(self.matrix(which))
+            A = self.matrix(which)
+            out[which] = {**metrics.summary(A), "step_accuracy": metrics.step_accuracies(A).tolist()}
+            if np.isfinite(A[np.triu_indices(A.shape[0], 1, A.shape[1])]).any():     # --eval_future
+                out[which]["future_transfer"] = metrics.future_transfer(A)
+                # tasks evaluated but never trained (MTIL's CIFAR10) are excluded, as ZSCL does
+                out[which]["mtil"] = metrics.mtil_summary(np.delete(A, self.eval_only_tasks, axis=1))
+            if self.reference is not None:
+                out[which]["forward_transfer"] = metrics.forward_transfer(A, _array([self.reference[which]])[0])
+            if sizes is not None:
+                weighted[which] = {"step_accuracy": metrics.step_accuracies(A, sizes).tolist(),
+                                   "avg_accuracy": metrics.average_incremental_accuracy(A, sizes),
+                                   "last_accuracy": metrics.last_accuracy(A, sizes)}
+            T5 = self.matrix(f"{which}_top5")
+            if np.isfinite(np.diag(T5)).all():           # every seen task had >= 5 candidate classes
+                top5[which] = {"step_accuracy": metrics.step_accuracies(T5).tolist(),
+                               "avg_accuracy": metrics.average_incremental_accuracy(T5),
+                               "last_accuracy": metrics.last_accuracy(T5)}
         # the flat keys are the class-IL numbers, the headline of class-incremental benchmarks
         out.update(out["class_il"])
+        if sizes is not None:
+            out["sample_weighted"] = weighted
+        if len(top5) > 1:
+            out["top5"] = top5
+        eces = [c["ece"] for c in self.calibration if c is not None]
+        if eces:
+            out["ece"] = self.calibration[-1]["ece"] if self.calibration[-1] is not None else None
+            out["ece_avg"] = float(np.nanmean(np.array(eces, dtype=float)))
+        steps = [n for n in self.novelty if n is not None]
+        if steps:       # mean over the steps that had future tasks
+            out["novelty"] = {score: {key: float(np.nanmean([s[score][key] for s in steps]))
+                                      for key in ("auroc", "aupr", "fpr95")}
+                              for score in steps[0] if isinstance(steps[0][score], dict)}
         return out
 
     def results(self) -> dict[str, Any]:
@@ -148,10 +219,37 @@ class RunRecorder:
             "accuracy_matrix": {"class_il": self.class_il, "task_il": self.task_il,
                                 "layout": "row t = after training task t, column k = task k, percent; "
                                           "null = not evaluated"},
+            "test_sizes": self.test_sizes,
+            "top5_matrix": {**self.top5, "layout": "as accuracy_matrix; null = not evaluated or fewer than 5 "
+                                                   "candidate classes"},
+            **({"zero_shot_accuracy": self.reference} if self.reference is not None else {}),
+            **self._calibration_record(),
+            **self._novelty_record(),
             "metrics": self.metrics(),
             "seconds_per_task": self.task_seconds,
+            "stats": self.stats,
             "total_seconds": float(sum(self.task_seconds)),
         })
+
+    def _calibration_record(self) -> dict[str, Any]:
+        if all(c is None for c in self.calibration):
+            return {}
+        edges = np.linspace(0.0, 100.0, len(next(c for c in self.calibration if c)["counts"]) + 1)
+        return {"calibration": {
+            "definition": "ECE = sum_b (n_b / N) |acc_b - conf_b| (L1, percent), equal-width confidence bins, "
+                          "over all seen tasks' test images after each task; confidence = max softmax over "
+                          "the seen classes, correct = class-IL prediction",
+            "bin_edges": edges.tolist(), "steps": self.calibration}}
+
+    def _novelty_record(self) -> dict[str, Any]:
+        if all(n is None for n in self.novelty):
+            return {}
+        return {"novelty": {
+            "setting": "after task t < T-1: in-distribution = test images of tasks 0..t, novel = test images of "
+                       "tasks t+1..T-1, both scored over the seen classes; in-distribution is the positive class",
+            "scores": "energy = logsumexp of the logits; max_softmax; variance = -sum_c Var over Monte-Carlo "
+                      "samples of softmax (methods with forward_samples); higher = in-distribution",
+            "steps": [None if n is None else {"task": t, **n} for t, n in enumerate(self.novelty)]}}
 
     def write(self) -> None:
         write_json(self.dir / "results.json", self.results())
@@ -173,6 +271,10 @@ class RunRecorder:
             c, k = m["class_il"][key], m["task_il"][key]
             lines.append(f"{label:>10} | {_fmt(c)} | {_fmt(k)}")
         return "\n".join(lines)
+
+
+def _array(rows: list[list[float | None]]) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
 
 
 def _fmt(v: float) -> str:

@@ -1,0 +1,245 @@
+"""Many runs at once, for leaderboards and plots: find run directories, read them, group them by setting.
+
+A *setting* is everything a run was configured with except what cannot change its numbers: runs that
+differ only in :data:`NOT_A_SETTING` (the seed above all) are repetitions of one experiment, and their
+metrics are summarised as mean ± sample standard deviation (``ddof=1``). Only the standard library and
+numpy are used, so that summarising a thousand runs takes about a second.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from utils import metrics
+
+RESULTS, CONFIG = "results.json", "config.json"
+#: Options that do not change what a run measures (where it runs, what it prints, what extra it records).
+NOT_A_SETTING = frozenset({
+    "seed", "results_path", "data_path", "device", "num_workers", "quiet", "notes", "checkpoint",
+    "stop_after", "eval_batch_size", "compute_ece", "eval_ood", "feature_cache", "download",
+})
+#: Shown in a setting's label whenever set, because tables are read by memory size.
+ALWAYS_SHOWN = ("buffer_size", "buffer_per_class")
+
+
+@dataclass
+class Run:
+    path: Path
+    results: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return self.results.get("model") or self.config.get("selection", {}).get("model", "?")
+
+    @property
+    def dataset(self) -> str:
+        return self.results.get("dataset") or self.config.get("selection", {}).get("dataset", "?")
+
+    @property
+    def backbone(self) -> str:
+        return self.results.get("backbone") or self.config.get("selection", {}).get("backbone", "?")
+
+    @property
+    def seed(self) -> Any:
+        return self.results.get("seed", self.config.get("run", {}).get("seed"))
+
+    @property
+    def status(self) -> str:
+        return self.results.get("status", "?")
+
+    def options(self) -> dict[str, Any]:
+        """Every configured option, flattened (option names are unique across run, method, dataset and
+        backbone), plus ``model_config``; lists become tuples so that they can be compared and hashed."""
+        out: dict[str, Any] = {"model_config": self.config.get("selection", {}).get("model_config")}
+        for group in ("run", "method", "dataset", "backbone"):
+            for key, value in self.config.get(group, {}).items():
+                out[key] = tuple(value) if isinstance(value, list) else value
+        return out
+
+    def command(self) -> str:
+        argv = self.config.get("argv")
+        return "python main.py " + shlex.join(argv) if argv else f"(no command recorded in {self.path})"
+
+    def metric(self, name: str) -> float | None:
+        """A metric of ``results.json``'s ``metrics`` by dotted path, e.g. ``last_accuracy``,
+        ``task_il.forgetting``, ``mtil.transfer``, ``novelty.energy.auroc``; ``None`` if absent."""
+        value: Any = self.results.get("metrics", {})
+        for part in name.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def matrix(self, which: str = "class_il") -> np.ndarray:
+        rows = self.results.get("accuracy_matrix", {}).get(which, [])
+        return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float).reshape(len(rows), -1)
+
+
+@dataclass
+class Group:
+    """The runs of one setting (typically one per seed)."""
+    dataset: str
+    model: str
+    backbone: str
+    setting: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+    label: str = ""             # the options that tell this group apart from its neighbours (see group_runs)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} ({self.label})" if self.label else self.model
+
+    def seeds(self) -> list[Any]:
+        return sorted((r.seed for r in self.runs), key=lambda s: (s is None, s))
+
+    def commands(self) -> list[str]:
+        """Each run's command line, by seed."""
+        return [r.command() for r in sorted(self.runs, key=lambda r: (r.seed is None, r.seed))]
+
+    def stats(self, metric: str) -> tuple[float, float, int]:
+        """``(mean, sample std, n)`` of ``metric`` over the runs that have it (std NaN for n < 2)."""
+        values = np.array([v for v in (r.metric(metric) for r in self.runs) if v is not None], dtype=float)
+        if values.size == 0:
+            return float("nan"), float("nan"), 0
+        std = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+        return float(values.mean()), std, int(values.size)
+
+    def step_accuracies(self, which: str = "class_il") -> np.ndarray:
+        """One row per run: the accuracy after each task (mean of per-task accuracies), NaN-padded."""
+        rows = [metrics.step_accuracies(m) for m in (r.matrix(which) for r in self.runs) if m.size]
+        width = max((len(r) for r in rows), default=0)
+        padded = [np.pad(r, (0, width - len(r)), constant_values=np.nan) for r in rows]
+        return np.array(padded).reshape(len(rows), width)
+
+    def mean_matrix(self, which: str = "class_il") -> np.ndarray:
+        """The element-wise mean accuracy matrix over the runs (the largest shape; NaN where no run has a value)."""
+        mats = [m for m in (r.matrix(which) for r in self.runs) if m.size]
+        if not mats:
+            return np.empty((0, 0))
+        shape = tuple(max(m.shape[i] for m in mats) for i in range(2))
+        stack = np.full((len(mats), *shape), np.nan)
+        for i, m in enumerate(mats):
+            stack[i, :m.shape[0], :m.shape[1]] = m
+        with warnings.catch_warnings():             # an all-NaN slice is NaN, as intended
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(stack, axis=0)
+
+    def reliability(self, step: int = -1) -> dict[str, np.ndarray] | None:
+        """The reliability-diagram bins after ``step`` pooled over the runs (counts add up; accuracy and
+        confidence are count-weighted), or ``None`` if no run recorded calibration."""
+        parts = []
+        for run in self.runs:
+            steps = run.results.get("calibration", {}).get("steps") or []
+            if steps and steps[step] is not None:
+                parts.append(steps[step])
+        if not parts:
+            return None
+        counts = np.array([p["counts"] for p in parts], dtype=float)
+        total = counts.sum(0)
+
+        def pooled(key: str) -> np.ndarray:
+            values = np.array([[np.nan if v is None else v for v in p[key]] for p in parts], dtype=float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(counts > 0, values * counts, 0.0).sum(0) / total
+
+        edges = np.linspace(0.0, 100.0, counts.shape[1] + 1)
+        return {"bin_edges": edges, "counts": total, "accuracy": pooled("accuracy"),
+                "confidence": pooled("confidence"), "n_runs": len(parts)}
+
+
+def find_runs(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every run directory at or below ``paths`` (a directory holding ``results.json``), sorted, once each."""
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        if path.name == RESULTS and path.is_file():
+            path = path.parent
+        if (path / RESULTS).is_file():
+            found.add(path)
+            continue
+        for root, dirs, files in os.walk(path):
+            if RESULTS in files:
+                found.add(Path(root))
+                dirs[:] = []            # a run directory holds no other runs
+    return sorted(found)
+
+
+def load_run(path: Path) -> Run:
+    results = json.loads((path / RESULTS).read_text())
+    config_path = path / CONFIG
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return Run(path, results, config)
+
+
+def load_runs(paths: Iterable[str | os.PathLike], include_incomplete: bool = False) -> list[Run]:
+    """The runs at or below ``paths``; only completed ones unless ``include_incomplete`` (a stopped or
+    interrupted run's last accuracy is not comparable with a finished one's)."""
+    runs = []
+    for path in find_runs(paths):
+        try:
+            runs.append(load_run(path))
+        except (OSError, ValueError) as err:        # one unreadable run must not hide a thousand others
+            warnings.warn(f"skipping {path}: {err}", stacklevel=2)
+    return runs if include_incomplete else [r for r in runs if r.status == "completed"]
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Runs grouped by (dataset, model, backbone, every option not in :data:`NOT_A_SETTING`).
+
+    Only options every run of the same dataset and model recorded are compared (an option added to Tusk
+    after some runs were made cannot split them). Each group's ``label`` names the options in
+    :data:`ALWAYS_SHOWN` that are set, and those whose values differ between the groups of the same dataset
+    and model, so rows of one method tell themselves apart."""
+    options = [run.options() for run in runs]
+    common: dict[tuple[str, str], set[str]] = {}
+    for run, opts in zip(runs, options):
+        family = (run.dataset, run.model)
+        common[family] = common[family] & opts.keys() if family in common else set(opts) - NOT_A_SETTING
+    groups: dict[tuple, Group] = {}
+    for run, opts in zip(runs, options):
+        setting = {k: opts[k] for k in common[(run.dataset, run.model)]}
+        key = (run.dataset, run.model, run.backbone, tuple(sorted(setting.items(), key=lambda kv: kv[0])))
+        if key not in groups:
+            groups[key] = Group(run.dataset, run.model, run.backbone, setting)
+        groups[key].runs.append(run)
+    out = list(groups.values())
+    siblings: dict[tuple[str, str], list[Group]] = {}
+    for g in out:
+        siblings.setdefault((g.dataset, g.model), []).append(g)
+    for family in siblings.values():
+        keys = set().union(*(g.setting for g in family))
+        varying = {k for k in keys if len({repr(g.setting.get(k)) for g in family}) > 1}
+        for g in family:
+            shown = sorted(k for k in keys if k in varying or (k in ALWAYS_SHOWN and g.setting.get(k)))
+            g.label = ", ".join(f"{k}={_show(g.setting.get(k))}" for k in shown)
+    return sorted(out, key=lambda g: (g.dataset, g.model, g.backbone, g.label))
+
+
+def metric_names(runs: Sequence[Run]) -> list[str]:
+    """Every numeric metric path present in at least one run (for suggestions)."""
+    names: set[str] = set()
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, sub)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            names.add(prefix)
+    for run in runs:
+        walk("", run.results.get("metrics", {}))
+    return sorted(names)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
