@@ -1,0 +1,118 @@
+"""micro-clip (backbone/micro_clip.py): the shipped weights, their zero-shot accuracy, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backbone.micro_clip import (
+    MICRO_CLIP_CONFIG, WEIGHTS_PATH, WEIGHTS_SHA256, create_micro_clip, file_sha256, micro_clip_tokenizer,
+    zero_shot_accuracy, zero_shot_classifier,
+)
+from datasets.utils.synthetic_world import TEMPLATES, SyntheticWorld
+from utils.errors import UserError
+
+CHANCE = 0.01  # 100 classes
+FLOOR = 5 * CHANCE
+
+
+@pytest.fixture(scope="module")
+def world():
+    return SyntheticWorld(seed=0)
+
+
+@pytest.fixture(scope="module")
+def seq_synth_test(world):
+    """seq-synth's full test split (world seed 0, 100 classes x 50 images) and its class names."""
+    bench = world.benchmark_concepts()
+    images, labels, _ = world.make_split(bench, 50, "test")
+    return images, labels, [world.concepts[i].name for i in bench]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return micro_clip_tokenizer()
+
+
+def test_shipped_weights_match_their_checksum_and_are_small():
+    assert WEIGHTS_PATH.is_file(), f"missing {WEIGHTS_PATH}: run python scripts/build_micro_clip.py"
+    assert file_sha256(WEIGHTS_PATH) == WEIGHTS_SHA256
+    assert WEIGHTS_PATH.stat().st_size <= 16 * 2**20
+    state = torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values())
+
+
+def test_pretraining_concepts_are_disjoint_from_seq_synth_classes(world):
+    from datasets import get_dataset_class
+
+    seq_synth = get_dataset_class("seq-synth")
+    assert seq_synth.TEMPLATES == TEMPLATES
+    bench_names = {world.concepts[i].name for i in world.benchmark_concepts()}
+    pretrain_names = {world.concepts[i].name for i in world.pretrain_concepts()}
+    assert len(bench_names) == 100 and len(pretrain_names) == 300
+    assert not bench_names & pretrain_names
+    # seq-synth's class names come from the world's benchmark concepts, whatever the world seed.
+    assert {SyntheticWorld(seed=5).concepts[i].name for i in SyntheticWorld(seed=5).benchmark_concepts()} \
+        == bench_names
+
+
+def test_shipped_model_zero_shot_on_seq_synth_is_far_above_chance(seq_synth_test, tokenizer):
+    model = create_micro_clip()
+    assert not model.training and next(model.parameters()).dtype == torch.float32
+    images, labels, names = seq_synth_test
+    acc = zero_shot_accuracy(model, tokenizer, images, labels, names, TEMPLATES)
+    print(f"micro-clip zero-shot top-1 on seq-synth test: {100 * acc:.2f} % (chance {100 * CHANCE:.0f} %)")
+    assert acc >= FLOOR
+
+
+def test_random_model_is_near_chance(seq_synth_test, tokenizer):
+    """The floor above is earned by pretraining: the same architecture untrained is near chance."""
+    torch.manual_seed(0)
+    model = create_micro_clip(None)
+    images, labels, names = seq_synth_test
+    n = 10  # 10 images per class (the split is sorted by label) keeps this fast
+    keep = torch.arange(labels.numel()).view(100, 50)[:, :n].reshape(-1)
+    acc = zero_shot_accuracy(model, tokenizer, images[keep], labels[keep], names, TEMPLATES)
+    assert acc < 3 * CHANCE
+
+
+def test_zero_shot_classifier_is_the_renormalised_template_mean(tokenizer):
+    torch.manual_seed(0)
+    model = create_micro_clip(None)
+    names, templates = ["red striped circle", "plain blue star"], ["a photo of a {}.", "a sketch of a {}."]
+    weights = zero_shot_classifier(model, tokenizer, names, templates)
+    assert weights.shape == (2, MICRO_CLIP_CONFIG["embed_dim"])
+    torch.testing.assert_close(weights.norm(dim=1), torch.ones(2))
+    with torch.no_grad():
+        per_template = model.encode_text(tokenizer([t.format(n) for n in names for t in templates]), normalize=True)
+    expected = torch.nn.functional.normalize(per_template.view(2, 2, -1).mean(1), dim=-1)
+    torch.testing.assert_close(weights, expected)
+
+
+def test_tokenizer_keeps_the_real_vocabulary(tokenizer):
+    tokens = tokenizer(["a photo of a zebra-striped ukulele, in the style of Hokusai, very long prompt indeed"])
+    assert tokens.dtype == torch.long and tokens.shape == (1, MICRO_CLIP_CONFIG["text_cfg"]["context_length"])
+    assert tokens.max() < MICRO_CLIP_CONFIG["text_cfg"]["vocab_size"]
+    assert tokens[0, -1] == tokenizer.eot_token_id  # truncated, still ends with end-of-text
+
+
+def test_missing_weights_name_the_file_and_the_fix(tmp_path):
+    missing = tmp_path / "nowhere" / "micro_clip.pt"
+    with pytest.raises(UserError, match="build_micro_clip.py") as info:
+        create_micro_clip(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_corrupt_weights_name_the_file_and_the_fix(tmp_path):
+    corrupt = tmp_path / "micro_clip.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="build_micro_clip.py") as info:
+        create_micro_clip(corrupt)
+    assert str(corrupt) in str(info.value)
+    torch.save({"visual.conv1.weight": torch.zeros(1)}, corrupt)   # loadable, wrong contents
+    with pytest.raises(UserError, match="build_micro_clip.py"):
+        create_micro_clip(corrupt)
+
+
+def test_import_has_no_side_effects():
+    import open_clip
+    assert not any("micro" in name.lower() for name in open_clip.list_models())
