@@ -34,7 +34,6 @@ class Derpp(ContinualModel):
             if self.opts.beta > 0:
                 old = self.replay_batch()
                 loss = loss + self.opts.beta * self.loss(self.net(self.transform(old["examples"])), old["labels"])
-        loss.backward()
-        self.optimizer.step()
+        self.backward_and_step(loss)
         self.remember(examples=not_aug_inputs, labels=labels, logits=logits.detach())
         return loss.item()

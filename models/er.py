@@ -14,7 +14,6 @@ class Er(ContinualModel):
         self.optimizer.zero_grad()
         all_inputs, all_labels = self.with_replay(inputs, labels)
         loss = self.loss(self.net(all_inputs), all_labels)
-        loss.backward()
-        self.optimizer.step()
+        self.backward_and_step(loss)
         self.remember(examples=not_aug_inputs, labels=labels)
         return loss.item()

@@ -39,8 +39,7 @@ class ICarl(ContinualModel):
                 past = self.n_past_classes
                 targets[:, :past] = torch.sigmoid(self.old_net(inputs)[:, :past])
         loss = F.binary_cross_entropy_with_logits(logits, targets)
-        loss.backward()
-        self.optimizer.step()
+        self.backward_and_step(loss)
         return loss.item()
 
     def forward(self, x):

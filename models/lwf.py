@@ -43,8 +43,7 @@ class Lwf(ContinualModel):
                 old = self.old_net(inputs)[:, :self.n_past_classes]
             loss = loss + self.opts.alpha * distillation_loss(logits[:, :self.n_past_classes], old,
                                                               self.opts.softmax_temp)
-        loss.backward()
-        self.optimizer.step()
+        self.backward_and_step(loss)
         return loss.item()
 
     def end_task(self, dataset):

@@ -8,6 +8,5 @@ class Sgd(ContinualModel):
     def observe(self, inputs, labels, not_aug_inputs, epoch=None):
         self.optimizer.zero_grad()
         loss = self.loss(self.net(inputs), labels)
-        loss.backward()
-        self.optimizer.step()
+        self.backward_and_step(loss)
         return loss.item()

@@ -41,9 +41,10 @@ def build(config: Config):
     if config.run.eval_future and not model_cls.CAN_PREDICT_FUTURE:
         raise UserError(f"--eval_future: model '{model_cls.NAME}' cannot predict classes it has not "
                         f"seen (only zero-shot-capable methods can)")
-    backbone = model_cls.create_backbone(config.backbone, dataset, config.net)
-    model = model_cls(backbone, dataset, config.run, config.method, device)
-    return dataset, model
+    backbone = model_cls.create_backbone(config.backbone, dataset, config.net).to(device)
+    view = model_cls.input_view(dataset, backbone, config.run, device)
+    model = model_cls(backbone, view, config.run, config.method, device)
+    return view, model
 
 
 def run_experiment(config: Config, resume_dir: str | None = None) -> Path:
@@ -51,7 +52,7 @@ def run_experiment(config: Config, resume_dir: str | None = None) -> Path:
     dataset, model = build(config)
     header = {"model": config.model, "dataset": config.dataset, "backbone": config.backbone,
               "seed": config.run.seed, "class_order": [int(c) for c in dataset.class_order],
-              "class_names": dataset.class_names, "setting": dataset.SETTING,
+              "class_names": dataset.class_names, "setting": dataset.SETTING, "precision": model.precision,
               "environment": environment()}
     if resume_dir is not None:
         run_dir = Path(resume_dir)
@@ -62,6 +63,7 @@ def run_experiment(config: Config, resume_dir: str | None = None) -> Path:
         run_dir = new_run_dir(config.run.results_path, config.dataset, config.model)
         write_json(run_dir / "config.json", config.to_json())
     recorder = RunRecorder(run_dir, dataset.N_TASKS, header)
+    recorder.eval_only_tasks = list(getattr(dataset, "eval_only_tasks", []))
     loop = TaskLoop(model, dataset, recorder, checkpoint=config.run.checkpoint)
     if resume_dir is not None:
         start = loop.restore()
@@ -80,6 +82,7 @@ def run_experiment(config: Config, resume_dir: str | None = None) -> Path:
         print(f"\ninterrupted by {stop}; {len(recorder.class_il)} task(s) completed. Continue with:\n"
               f"  python main.py --resume {run_dir}", file=sys.stderr)
         raise SystemExit(128 + stop.signum) from None
+    recorder.stats = model.run_stats()
     completed = len(recorder.class_il) == dataset.N_TASKS
     recorder.status = "completed" if completed else "stopped"
     recorder.write()

@@ -13,7 +13,8 @@ class RunOptions:
     # --- experiment -------------------------------------------------------------------------
     seed: int = option(0, "seed for every random choice: class order, data order, buffers, init", min=0)
     class_order: str = option("native", "class order: 'native' (the dataset's), 'random' (permuted by --seed), "
-                              "or a path to a text file of native class indices or names, one per line")
+                              "'seed1993' (the iCaRL/PyCIL/CLAP4CLIP order: numpy RandomState(1993)), or a path "
+                              "to a text file of native class indices or names, one per line")
     n_epochs: int = option(1, "training epochs per task", min=0)
     n_iters: Optional[int] = option(None, "train exactly this many steps per task instead of --n_epochs "
                                     "(data is cycled)", min=1)
@@ -21,6 +22,11 @@ class RunOptions:
     eval_batch_size: int = option(256, "evaluation batch size", min=1)
     eval_future: bool = option(False, "also evaluate on not-yet-seen tasks (methods that can predict "
                                "unseen classes, e.g. zero-shot CLIP)")
+    compute_ece: bool = option(True, "after each task, record the expected calibration error (15 bins, L1) and "
+                               "reliability-diagram bins over the whole seen test set (cheap: one number per image)")
+    eval_ood: bool = option(False, "after each task but the last, also score the future tasks' test images over the "
+                            "seen classes and record novel-data detection (AUROC, AUPR, FPR95; costs an extra "
+                            "pass over the future test sets)")
     stop_after: Optional[int] = option(None, "stop after this many tasks (the run can be continued with "
                                        "--resume)", min=1)
     debug_mode: bool = option(False, "train and evaluate on a few batches only, to smoke-test a setup")
@@ -57,8 +63,19 @@ class RunOptions:
     minibatch_size: Optional[int] = option(None, "replay batch size drawn from the memory "
                                            "(default: --batch_size)", min=1)
 
+    # --- frozen encoders and precision -------------------------------------------------------
+    feature_cache: str = option("auto", "cache of frozen-encoder features: 'auto' ($TUSK_CACHE_DIR, else "
+                                "~/.cache/tusk), a directory, or 'off' (encode every batch, every epoch)")
+    feature_views: int = option(0, "augmented views per training image to encode and cache; each step draws one "
+                                "(0 = the deterministic test transform only)", min=0)
+    precision: str = option("auto", "autocast precision: fp32, bf16, fp16 (with a grad scaler) or auto "
+                            "(bf16 on GPUs that support it, fp32 on CPU)", choices=("auto", "fp32", "bf16", "fp16"))
+
     # --- management -------------------------------------------------------------------------
     data_path: str = option("data", "where datasets are stored / downloaded")
+    download: bool = option(True, "download missing datasets (each is verified against its checksum)")
+    verify_data: bool = option(True, "verify local dataset files against their checksums; 0 uses files that differ "
+                               "(re-packed or subset data) with a warning")
     results_path: str = option("results", "each run writes a new directory below this path")
     device: str = option("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N, mps")
     num_workers: int = option(2, "DataLoader workers for datasets read from files", min=0)

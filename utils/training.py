@@ -17,7 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from utils.atomic import load_torch, save_torch
-from utils.evaluate import evaluate
+from utils.evaluate import StepEvaluation, evaluate_step
+from utils.precision import autocast
 from utils.results import RunRecorder
 from utils.seeding import rng_state, set_rng_state
 
@@ -101,8 +102,9 @@ class TaskLoop:
             for task in range(self.start_task, end):
                 started = time.perf_counter()
                 self.train_task(task, stop)
-                class_il, task_il = self.evaluate_after(task)
-                self.recorder.add_row(class_il, task_il, time.perf_counter() - started)
+                evaluation = self.evaluate_after(task)
+                class_il, task_il = evaluation.class_il, evaluation.task_il
+                self.recorder.add_row(class_il, task_il, time.perf_counter() - started, evaluation.extras())
                 if self.checkpoint:
                     self.save_checkpoint(self.checkpoint_path(), task + 1)
                 self.recorder.publish_row()
@@ -116,18 +118,24 @@ class TaskLoop:
     def train_task(self, task: int, stop: dict) -> None:
         model, args = self.model, self.args
         tasks = list(range(task + 1)) if model.TRAIN_ON_ALL_SEEN_TASKS else [task]
-        data = self.dataset.task_data(tasks, "train").to(model.device)
         batch_size = args.batch_size
-        steps_per_epoch = data.num_batches(batch_size)
-        if args.debug_mode:
-            steps_per_epoch = min(steps_per_epoch, DEBUG_BATCHES)
-        if args.n_iters is not None:
-            total_steps = args.n_iters
-            n_epochs = math.ceil(total_steps / max(steps_per_epoch, 1))
+        if args.n_iters is None and args.n_epochs == 0:      # training-free: do not even load the data
+            data, steps_per_epoch, n_epochs, total_steps = None, 0, 0, 0
         else:
-            n_epochs = args.n_epochs
-            total_steps = n_epochs * steps_per_epoch
+            data = self.dataset.task_data(tasks, "train").to(model.device)
+            steps_per_epoch = data.num_batches(batch_size)
+            if args.debug_mode:
+                steps_per_epoch = min(steps_per_epoch, DEBUG_BATCHES)
+            if args.n_iters is not None:
+                total_steps = args.n_iters
+                n_epochs = math.ceil(total_steps / max(steps_per_epoch, 1))
+            else:
+                n_epochs = args.n_epochs
+                total_steps = n_epochs * steps_per_epoch
         model.meta_begin_task(self.dataset, steps_per_epoch, n_epochs)
+        if task == 0 and args.eval_future:     # the zero-shot reference row of forward transfer
+            zero_shot = self.evaluate_after(-1)
+            self.recorder.set_reference(zero_shot.class_il, zero_shot.task_il)
         model.train()
         scheduler = model.scheduler
         step_each_iter = scheduler is not None and model.scheduler_mode == "iter"
@@ -146,7 +154,8 @@ class TaskLoop:
                 if batch["labels"].shape[0] < 2 and step > 0:  # a lone last item breaks BatchNorm
                     continue
                 batch = {k: v.to(model.device, non_blocking=True) for k, v in batch.items()}
-                loss = model.meta_observe(batch, epoch)
+                with autocast(model.precision, model.device):
+                    loss = model.meta_observe(batch, epoch)
                 if not math.isfinite(loss):
                     bar.close()
                     raise TrainingDiverged(f"the loss became {loss} at task {task + 1}, epoch {epoch + 1}, "
@@ -163,11 +172,14 @@ class TaskLoop:
         bar.close()
         model.meta_end_task(self.dataset)
 
-    def evaluate_after(self, task: int) -> tuple[dict[int, float], dict[int, float]]:
+    def evaluate_after(self, task: int) -> StepEvaluation:
+        """Evaluate after training ``task`` (``-1``: before training, every task, for the zero-shot row)."""
         args = self.args
         n_tasks = self.dataset.N_TASKS
-        tasks = list(range(n_tasks)) if args.eval_future else list(range(task + 1))
-        test = {k: self.test_data(k) for k in tasks}
-        cil, til = evaluate(self.model, self.dataset, test, task, tasks, args.eval_batch_size,
-                            quiet=args.quiet, max_batches=3 if args.debug_mode else None)
-        return dict(zip(tasks, cil)), dict(zip(tasks, til))
+        tasks = list(range(n_tasks)) if args.eval_future or task < 0 else list(range(task + 1))
+        novel = list(range(task + 1, n_tasks)) if args.eval_ood and task >= 0 else []
+        test = {k: self.test_data(k) for k in sorted(set(tasks) | set(novel))}
+        with autocast(self.model.precision, self.model.device):
+            return evaluate_step(self.model, self.dataset, test, task, tasks, args.eval_batch_size,
+                                 calibration=args.compute_ece and task >= 0, novel_tasks=novel,
+                                 quiet=args.quiet, max_batches=3 if args.debug_mode else None)

@@ -2,7 +2,8 @@
 
 A method is one file in ``models/`` with a subclass that sets ``NAME`` and implements
 :meth:`ContinualModel.observe`. Optional hooks: ``begin_task``, ``end_task``, ``begin_epoch``,
-``end_epoch``, ``forward``, ``get_parameters``, ``get_scheduler``, ``selection_outputs``.
+``end_epoch``, ``forward``, ``forward_samples``, ``get_parameters``, ``get_scheduler``,
+``selection_outputs``.
 Its options are a dataclass named ``Options`` (fields made with ``utils.options.option``): they become
 ``--flags`` and arrive typed as ``self.opts``. ``DEFAULTS`` overrides run options for this method.
 
@@ -23,6 +24,7 @@ from utils.buffer import ClassBalancedBuffer, ReservoirBuffer
 from utils.errors import UserError
 from utils.exemplar_selection import rank_exemplars
 from utils.options import NoOptions
+from utils.precision import grad_scaler, resolve_precision
 from utils.run_options import RunOptions
 
 
@@ -37,6 +39,8 @@ class ContinualModel(nn.Module):
     CAN_PREDICT_FUTURE: ClassVar[bool] = False
     #: Train on the union of every task seen so far instead of the current task only (joint).
     TRAIN_ON_ALL_SEEN_TASKS: ClassVar[bool] = False
+    #: Methods that work with or without a memory (a memory is built when a size is given).
+    SUPPORTS_BUFFER: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module, dataset, args: RunOptions, options: Any = None,
                  device: torch.device | str = "cpu"):
@@ -55,8 +59,13 @@ class ContinualModel(nn.Module):
         #: The method's own randomness (replay sampling and augmentation); saved in checkpoints.
         self.generator = torch.Generator().manual_seed(args.seed + 1)
         self.buffer: ReservoirBuffer | ClassBalancedBuffer | None = None
-        if self.REQUIRES_BUFFER:
+        wants_memory = bool(args.buffer_size or args.buffer_per_class)
+        if self.REQUIRES_BUFFER or (self.SUPPORTS_BUFFER and wants_memory):
             self.buffer = self.make_buffer()
+        elif wants_memory:
+            raise UserError(f"model '{self.NAME}' does not use a memory: drop --buffer_size/--buffer_per_class")
+        self.precision = resolve_precision(args.precision, self.device)
+        self.scaler = grad_scaler(self.precision, self.device)
         self.minibatch_size = args.minibatch_size or args.batch_size
         self._batch_indexes: Tensor | None = None
         self._observe_args = set(inspect.signature(self.observe).parameters)
@@ -78,6 +87,11 @@ class ContinualModel(nn.Module):
     def create_backbone(cls, name: str, dataset, options: Any) -> nn.Module:
         from backbone import create_backbone
         return create_backbone(name, dataset.n_classes, options)
+
+    @classmethod
+    def input_view(cls, dataset, backbone: nn.Module, args: RunOptions, device: torch.device):
+        """The data as this method consumes it (a dataset view, e.g. cached features); default: as is."""
+        return dataset
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     @property
@@ -111,6 +125,11 @@ class ContinualModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits over all classes (evaluation masks them to the classes that count)."""
         return self.net(x)
+
+    def forward_samples(self, x: Tensor) -> Tensor | None:
+        """Monte-Carlo logits ``(S, B, C)`` for methods that sample (predictive variance in novel-data
+        detection, ``--eval_ood``); ``None`` for deterministic methods."""
+        return None
 
     def begin_task(self, dataset) -> None: ...
 
@@ -162,6 +181,16 @@ class ContinualModel(nn.Module):
 
     def normalize(self, not_aug: Tensor) -> Tensor:
         return self._normalize(not_aug)
+
+    def backward_and_step(self, loss: Tensor) -> None:
+        """``loss.backward()`` and an optimizer step, through the fp16 grad scaler when there is one."""
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
 
     def make_buffer(self) -> ReservoirBuffer | ClassBalancedBuffer:
         a = self.args
@@ -229,6 +258,10 @@ class ContinualModel(nn.Module):
         ranking = rank_exemplars(self.args.exemplar_selector, labels_t, keep=self.args.selector_keep,
                                  generator=self.generator, k=quota, **cat)
         self.buffer.update({column: torch.cat(stored), "labels": labels_t}, ranking)
+
+    def run_stats(self) -> dict[str, Any]:
+        """Counters worth keeping in results.json (e.g. feature-cache use); none by default."""
+        return {}
 
     # ---- called by the task loop ---------------------------------------------------------------
     def meta_begin_task(self, dataset, steps_per_epoch: int, n_epochs: int) -> None:

@@ -1,0 +1,113 @@
+"""Views of a dataset as a model with its own input pipeline sees it.
+
+A view answers everything a ``ContinualDataset`` answers (it forwards what it does not override)
+but serves other inputs: CLIP-preprocessed images, or cached features of a frozen image encoder.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from datasets.utils.task_data import FeatureTaskData, TensorTaskData
+from utils.errors import UserError
+from utils.feature_cache import FeatureCache, cache_key
+from utils.precision import autocast
+
+
+class DatasetView:
+    """Forwards everything it does not override to the dataset. Task data is built by the dataset's
+    own ``make_task_data`` run against the view, so it sees the view's ``split``, ``normalize`` and
+    ``train_augmentation``."""
+
+    TASK_DATA: type = TensorTaskData
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __getattr__(self, name: str) -> Any:   # only called for attributes the view does not have
+        return getattr(self.dataset, name)
+
+    def task_data(self, tasks: int | Sequence[int], split: str) -> TensorTaskData:
+        return self.make_task_data(tasks, split, self.TASK_DATA)
+
+    def make_task_data(self, tasks: int | Sequence[int], split: str, kind: type) -> TensorTaskData:
+        return type(self.dataset).make_task_data(self, tasks, split, kind)
+
+
+class PreprocessedView(DatasetView):
+    """Images through the model's deterministic preprocessing (e.g. CLIP's resize/crop/normalise)
+    instead of the dataset's augmentation and normalisation: what a model that encodes every batch
+    itself (no feature cache) receives."""
+
+    def __init__(self, dataset, preprocess):
+        super().__init__(dataset)
+        self.normalize = preprocess
+
+    def train_augmentation(self):
+        return None
+
+
+class EncodedView(DatasetView):
+    """Splits as features of a frozen image encoder, computed once per (encoder, weights, dataset,
+    split, transform, precision, views) and cached on disk. The test set is encoded once per run."""
+
+    TASK_DATA = FeatureTaskData
+
+    def __init__(self, dataset, encoder, cache: FeatureCache, precision: str, device: torch.device,
+                 batch_size: int = 256, views: int = 0, seed: int = 0, quiet: bool = True):
+        super().__init__(dataset)
+        self.encoder, self.cache, self.precision, self.device = encoder, cache, precision, device
+        self.batch_size, self.views, self.seed, self.quiet = batch_size, views, seed, quiet
+        if views and dataset.train_augmentation() is None:
+            raise UserError(f"--feature_views {views}: {dataset.NAME} has no batched train augmentation to make "
+                            f"augmented views with (file-backed datasets augment per image); use --feature_views 0")
+        self._features: dict[str, torch.Tensor] = {}
+
+    def normalize(self, x):
+        return x
+
+    def train_augmentation(self):
+        return None
+
+    def key(self, split: str) -> str:
+        augment = self.dataset.train_augmentation() if self.views and split == "train" else None
+        return cache_key(encoder=self.encoder.name, weights=self.encoder.weights_id, dataset=self.dataset.describe(),
+                         split=split, transform=self.encoder.describe_preprocess(), precision=self.precision,
+                         views=self.views if split == "train" else 0, augment=repr(augment), seed=self.seed)
+
+    def split(self, split: str):
+        _, labels = self.dataset.split(split)
+        if split not in self._features:
+            key = self.key(split)
+            meta = {"encoder": self.encoder.name, "weights": self.encoder.weights_id, "split": split,
+                    "dataset": self.dataset.describe(), "precision": self.precision}
+            self._features[split] = self.cache.get_or_compute("image", key, lambda: self._encode(split), meta)
+        return self._features[split].to(self.device), labels
+
+    @torch.no_grad()
+    def _encode(self, split: str) -> torch.Tensor:
+        n_views = 1 + (self.views if split == "train" else 0)
+        augment = self.dataset.train_augmentation()
+        out = []
+        total = len(self.dataset.split(split)[0])          # a uint8 tensor or a file-backed ImageSource
+        bar = tqdm(total=total * n_views, desc=f"encoding {self.dataset.NAME} {split}", leave=False,
+                   disable=self.quiet, unit="img")
+        for view in range(n_views):
+            gen = torch.Generator().manual_seed(self.seed * 1000 + view)
+            feats = []
+            for x in self.dataset.image_batches(split, self.batch_size, size=self.encoder.image_size):
+                if view > 0:
+                    x = augment(x, gen)
+                with autocast(self.precision, self.device):
+                    f = self.encoder.encode_image(self.encoder.preprocess(x.to(self.device)))
+                feats.append(f.float().cpu())
+                bar.update(x.shape[0])
+            out.append(torch.cat(feats))
+        bar.close()
+        return torch.stack(out, dim=1)          # (N, views, D)
+
+    def fetch(self, indexes: torch.Tensor, split: str = "train") -> torch.Tensor:
+        features, _ = self.split(split)
+        return features[indexes.to(features.device), 0].float()

@@ -1,0 +1,23 @@
+"""Continual-CLIP (Thengane et al., 2022): zero-shot CLIP, no training at all.
+
+Each class is the mean of its L2-normalised template embeddings, re-normalised; logits are
+100 * cos(image, class) over every class seen so far (and over future ones with --eval_future).
+"""
+import torch.nn.functional as F
+
+from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+
+
+class ZeroshotClip(ClipModel):
+    NAME = "zeroshot-clip"
+    DEFAULTS = {"backbone": "micro-clip", "n_epochs": 0}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("text_weights", self.zero_shot_weights(), persistent=False)
+
+    def observe(self, inputs, labels, not_aug_inputs, epoch=None):
+        return 0.0
+
+    def forward(self, x):
+        return ZERO_SHOT_SCALE * F.normalize(self.image_features(x), dim=-1) @ self.text_weights.T
