@@ -18,7 +18,7 @@ setup: $(STAMP)
 
 # The main job, offline, on the embedded synthetic benchmark.
 demo: setup
-	$(BIN)/python main.py --model er --dataset seq-synth --buffer_size 200 --seed 0
+	$(BIN)/python main.py --model clip-adapter --dataset seq-synth --buffer_size 200 --seed 0
 
 # The whole test suite, offline.
 test: setup

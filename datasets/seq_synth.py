@@ -45,9 +45,15 @@ class SequentialSynth(ContinualDataset):
         return [self.world.concepts[i].name for i in self.concept_ids]
 
     def load_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        per_class = self.options.synth_train_per_class if split == "train" else self.options.synth_test_per_class
-        images, labels, _domains = self.world.make_split(self.concept_ids, per_class, split)
+        images, labels, _domains = self.world.make_split(self.concept_ids, self._per_class(split), split)
         return images, labels
+
+    def load_split_labels(self, split: str) -> torch.Tensor:
+        # make_split returns the images sorted by label, n per concept
+        return torch.arange(len(self.concept_ids)).repeat_interleave(self._per_class(split))
+
+    def _per_class(self, split: str) -> int:
+        return self.options.synth_train_per_class if split == "train" else self.options.synth_test_per_class
 
     def train_augmentation(self):
         return RandomCropFlip(padding=4)

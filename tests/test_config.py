@@ -87,3 +87,8 @@ def test_rehearsal_methods_need_a_memory(main_runner):
 def test_resume_rejects_changes_to_results(tmp_path):
     with pytest.raises(UserError, match="no run at"):
         parse_config(["--resume", str(tmp_path / "nothing")])
+
+
+def test_shipped_best_config_loads():
+    cfg, _ = parse_config(["--model", "er", "--dataset", "seq-synth", "--buffer_size", "200", "--model_config", "best"])
+    assert (cfg.run.lr, cfg.sources["lr"]) == (0.1, "er.yaml:seq-synth")

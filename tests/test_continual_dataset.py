@@ -96,3 +96,11 @@ def test_seq_synth_is_registered_and_consistent():
     assert batch["inputs"].dtype == torch.float32 and batch["inputs"].shape == (8, 3, 32, 32)
     assert float(batch["not_aug_inputs"].min()) >= 0 and float(batch["not_aug_inputs"].max()) <= 1
     assert np.isclose(float(batch["inputs"].mean()), float(((batch["not_aug_inputs"] - 0.5) / 0.25).mean()))
+
+
+def test_seq_synth_labels_without_rendering():
+    cls = get_dataset_class("seq-synth")
+    ds = cls(args(class_order="random", seed=5), cls.Options(synth_train_per_class=7, synth_test_per_class=3))
+    labels = ds.split_labels("test")
+    assert "test" not in ds._splits                       # nothing was rendered
+    assert torch.equal(labels, ds.split("test")[1])

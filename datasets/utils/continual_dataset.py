@@ -111,6 +111,18 @@ class ContinualDataset:
             self._splits[split] = (images, self.to_labels(native.long()))
         return self._splits[split]
 
+    def split_labels(self, split: str) -> Tensor:
+        """Run labels of a whole split; datasets that can list labels without decoding images override
+        :meth:`load_split_labels` so that cached-feature runs never touch the images."""
+        if split in self._splits:
+            return self._splits[split][1]
+        native = self.load_split_labels(split)
+        return self.to_labels(native.long()) if native is not None else self.split(split)[1]
+
+    def load_split_labels(self, split: str) -> Tensor | None:
+        """Native labels of ``split`` without loading images, or ``None`` if that is not cheaper."""
+        return None
+
     def task_data(self, tasks: int | Sequence[int], split: str) -> TensorTaskData:
         """The items of one task (or the union of several) of ``split``."""
         return self.make_task_data(tasks, split, TensorTaskData)

@@ -78,7 +78,7 @@ class EncodedView(DatasetView):
                          views=self.views if split == "train" else 0, augment=repr(augment), seed=self.seed)
 
     def split(self, split: str):
-        _, labels = self.dataset.split(split)
+        labels = self.dataset.split_labels(split)
         if split not in self._features:
             key = self.key(split)
             meta = {"encoder": self.encoder.name, "weights": self.encoder.weights_id, "split": split,
