@@ -71,3 +71,14 @@ def test_archive_members_cannot_escape(tmp_path):
     with pytest.raises(UserError, match="outside"):
         extract(evil, tmp_path / "out")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_zip_members_cannot_escape(tmp_path):
+    import zipfile
+    from datasets.utils.download import extract
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../escaped.txt", "x")
+    with pytest.raises(UserError, match="outside"):
+        extract(evil, tmp_path / "out")
+    assert not (tmp_path / "escaped.txt").exists()

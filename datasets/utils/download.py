@@ -123,10 +123,12 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                for name in zf.namelist():
+                names = zf.namelist()
+                for name in names:
                     if not _inside(root, name):
                         raise UserError(f"{archive}: refusing to extract '{name}', which is outside {dest}")
-                zf.extractall(dest)
+                for name in names:                  # every member checked above
+                    zf.extract(name, dest)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 for member in tf.getmembers():
