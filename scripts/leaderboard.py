@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.reports import Group, group_runs, load_runs, metric_names  # noqa: E402
+from utils.reports import Group, group_runs, load_runs_for_cli, metric_names  # noqa: E402
 
 DEFAULT_METRICS = ("last_accuracy", "avg_accuracy", "bwt", "forgetting", "ece")
 
@@ -89,14 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-incomplete", action="store_true",
                         help="also use stopped, interrupted or still-running runs (default: completed only)")
     args = parser.parse_args(argv)
-    try:
-        runs = load_runs(args.paths, include_incomplete=args.include_incomplete)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not runs:
-        print("error: no completed run found (a run is a directory with results.json; "
-              "--include-incomplete counts unfinished ones)", file=sys.stderr)
+    runs = load_runs_for_cli(args.paths, args.include_incomplete)
+    if runs is None:
         return 2
     groups = group_runs(runs)
     names = args.metric or [m for m in DEFAULT_METRICS if any(r.metric(m) is not None for r in runs)]

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.metrics import ece_from_diagram  # noqa: E402
-from utils.reports import Group, group_runs, load_runs  # noqa: E402
+from utils.reports import Group, group_runs, load_runs_for_cli  # noqa: E402
 
 MAX_PANELS = 12
 LABELS = {"class_il": "class-IL", "task_il": "task-IL"}
@@ -130,13 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-incomplete", action="store_true",
                         help="also plot stopped, interrupted or still-running runs (default: completed only)")
     args = parser.parse_args(argv)
-    try:
-        runs = load_runs(args.paths, include_incomplete=args.include_incomplete)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not runs:
-        print("error: no completed run found (--include-incomplete counts unfinished ones)", file=sys.stderr)
+    runs = load_runs_for_cli(args.paths, args.include_incomplete)
+    if runs is None:
         return 2
     groups = group_runs(runs)
     if len(groups) > MAX_PANELS:

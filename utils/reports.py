@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,20 @@ def load_runs(paths: Iterable[str | os.PathLike], include_incomplete: bool = Fal
         except (OSError, ValueError) as err:        # one unreadable run must not hide a thousand others
             warnings.warn(f"skipping {path}: {err}", stacklevel=2)
     return runs if include_incomplete else [r for r in runs if r.status == "completed"]
+
+
+def load_runs_for_cli(paths: Iterable[str | os.PathLike], include_incomplete: bool) -> list[Run] | None:
+    """``load_runs`` for a command line: prints a one-line error and returns ``None`` when no run is usable."""
+    try:
+        runs = load_runs(paths, include_incomplete=include_incomplete)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+    if not runs:
+        print("error: no completed run found (a run is a directory with results.json; "
+              "--include-incomplete counts unfinished ones)", file=sys.stderr)
+        return None
+    return runs
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:

@@ -3,15 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datasets.sources.resisc45 import FOLDERS  # the fake lays out the real class folders
 from fakes.image_tree import write_label_image
-
-FOLDERS = ("airplane", "airport", "baseball_diamond", "basketball_court", "beach", "bridge", "chaparral", "church",
-           "circular_farmland", "cloud", "commercial_area", "dense_residential", "desert", "forest", "freeway",
-           "golf_course", "ground_track_field", "harbor", "industrial_area", "intersection", "island", "lake",
-           "meadow", "medium_residential", "mobile_home_park", "mountain", "overpass", "palace", "parking_lot",
-           "railway", "railway_station", "rectangular_farmland", "river", "roundabout", "runway", "sea_ice", "ship",
-           "snowberg", "sparse_residential", "stadium", "storage_tank", "tennis_court", "terrace",
-           "thermal_power_station", "wetland")
 
 
 def write_resisc45(root: Path, per_class: int = 3) -> Path:
