@@ -82,3 +82,22 @@ def test_zip_members_cannot_escape(tmp_path):
     with pytest.raises(UserError, match="outside"):
         extract(evil, tmp_path / "out")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_a_failed_extraction_leaves_nothing_behind(tmp_path):
+    import io
+    from datasets.utils.download import extract
+    good = tmp_path / "data.tar"
+    with tarfile.open(good, "w") as tf:
+        for i in range(20):
+            payload = bytes(4096)
+            info = tarfile.TarInfo(f"dataset/file_{i}.bin")
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes(good.read_bytes()[:40000])
+    with pytest.raises(UserError, match="corrupt"):
+        extract(truncated, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []           # no half-written dataset/ folder
+    extract(good, tmp_path / "out")
+    assert len(list((tmp_path / "out" / "dataset").iterdir())) == 20

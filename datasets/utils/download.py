@@ -116,8 +116,34 @@ def _inside(root: Path, member: str) -> bool:
 
 
 def extract(archive: str | Path, dest: str | Path) -> Path:
-    """Unpack a .tar(.gz/.bz2/.xz) or .zip into ``dest``, refusing members that would escape it."""
+    """Unpack a .tar(.gz/.bz2/.xz) or .zip into ``dest``, refusing members that would escape it.
+
+    The archive is unpacked into a hidden folder beside its contents' destination and each top-level
+    entry is then renamed into place, so an interrupted extraction never leaves a half-written folder
+    that would later pass for the dataset (an entry that already exists is merged into, file by file).
+    """
     archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = dest / f".{archive.name}.extracting"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _extract_into(archive, staging)
+        for entry in staging.iterdir():
+            _move(entry, dest / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def _move(src: Path, dst: Path) -> None:
+    if dst.is_dir() and src.is_dir() and not src.is_symlink():
+        for child in src.iterdir():
+            _move(child, dst / child.name)
+    else:
+        os.replace(src, dst)
+
+
+def _extract_into(archive: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     try:
@@ -139,7 +165,6 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
             raise UserError(f"{archive} is not a tar or zip archive (corrupt or incomplete?); delete it and retry")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError(f"{archive} is corrupt ({type(exc).__name__}: {exc}); delete it and download it again") from None
-    return dest
 
 
 def require_files(root: Path, paths: Iterable[str], dataset: str, how: str) -> None:

@@ -7,7 +7,6 @@ checksums are :mod:`datasets.utils.download`.
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -30,23 +29,17 @@ def ensure_extracted(remote: Remote, root: Path, folder: str, download: bool, ve
 
     An existing folder is used as it is (callers check its contents). Otherwise the archive
     ``root/remote.filename`` is verified, or downloaded when ``download``, else ``UserError(missing)``.
-    It is extracted into a temporary folder that is renamed into place, so an interrupted extraction
+    ``extract`` renames its contents into place only once they are complete, so an interrupted extraction
     never leaves a half folder behind that would later pass for the dataset.
     """
     target = root / folder
     if target.is_dir():
         return target
     archive = fetch_file(remote, root, download, verify_data, missing)
-    tmp = root / f".{folder}.extracting"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        extract(archive, tmp)
-        if not (tmp / folder).is_dir():
-            raise UserError(f"{archive} has no top folder '{folder}/': not the expected archive; delete it and "
-                            f"download it again from {remote.url}")
-        os.replace(tmp / folder, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    extract(archive, root)                      # atomic per top-level entry
+    if not target.is_dir():
+        raise UserError(f"{archive} has no top folder '{folder}/': not the expected archive; delete it and "
+                        f"download it again from {remote.url}")
     return target
 
 
