@@ -8,7 +8,6 @@ vendored: encoders, tokenizers and preprocessing are open_clip's own.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from utils.checksum import file_sha256
 from utils.errors import UserError, unknown_name_error
 from utils.options import option
 
@@ -61,14 +61,6 @@ def is_clip_name(name: str) -> bool:
 
 def _looks_like_path(value: str) -> bool:
     return os.sep in value or value.startswith(".") or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ClipBackbone(nn.Module):

@@ -18,7 +18,6 @@ Nothing happens at import: no config is registered with open_clip and no file is
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from utils.checksum import file_sha256  # noqa: F401 - re-exported for the build script and tests
 from utils.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,14 +80,6 @@ def micro_clip_tokenizer(context_length: int = CONTEXT_LENGTH) -> Callable[[str 
     from open_clip.tokenizer import SimpleTokenizer
 
     return SimpleTokenizer(context_length=context_length)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def create_micro_clip(weights: str | Path | None = WEIGHTS_PATH):

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from utils.checksum import file_checksum
 from utils.errors import UserError
 
 CHUNK = 1 << 20
@@ -33,14 +33,6 @@ class Remote:
     checksum: str | None = None          # "md5:..." or "sha256:..."; None = not verifiable
     #: "http" (plain HTTP(S) with resume), "onedrive" (through onedrivedownloader) or "manual"
     kind: str = "http"
-
-
-def file_checksum(path: str | Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify(path: str | Path, checksum: str | None) -> bool:
