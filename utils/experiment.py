@@ -42,7 +42,7 @@ def build(config: Config):
         raise UserError(f"--eval_future: model '{model_cls.NAME}' cannot predict classes it has not "
                         f"seen (only zero-shot-capable methods can)")
     backbone = model_cls.create_backbone(config.backbone, dataset, config.net).to(device)
-    view = model_cls.input_view(dataset, backbone, config.run, device)
+    view = model_cls.input_view(dataset, backbone, config.run, device, config.method)
     model = model_cls(backbone, view, config.run, config.method, device)
     return view, model
 

@@ -47,8 +47,13 @@ class ClipModel(ContinualModel):
         return create_clip(name, options)
 
     @classmethod
-    def input_view(cls, dataset, backbone: ClipBackbone, args, device: torch.device):
-        if cls.FROZEN_IMAGE_ENCODER and args.feature_cache != "off":
+    def image_encoder_frozen(cls, options) -> bool:
+        """Whether image features depend only on the frozen encoder (then they can be cached)."""
+        return cls.FROZEN_IMAGE_ENCODER
+
+    @classmethod
+    def input_view(cls, dataset, backbone: ClipBackbone, args, device: torch.device, options=None):
+        if cls.image_encoder_frozen(options) and args.feature_cache != "off":
             return EncodedView(dataset, backbone, feature_cache_for(args), resolve_precision(args.precision, device),
                                device, batch_size=args.eval_batch_size, views=args.feature_views, seed=args.seed,
                                quiet=args.quiet)

@@ -89,8 +89,10 @@ class ContinualModel(nn.Module):
         return create_backbone(name, dataset.n_classes, options)
 
     @classmethod
-    def input_view(cls, dataset, backbone: nn.Module, args: RunOptions, device: torch.device):
-        """The data as this method consumes it (a dataset view, e.g. cached features); default: as is."""
+    def input_view(cls, dataset, backbone: nn.Module, args: RunOptions, device: torch.device,
+                   options: Any = None):
+        """The data as this method consumes it (a dataset view, e.g. cached features); default: as is.
+        ``options`` are the method's own (``Options``), for methods whose input depends on them."""
         return dataset
 
     # ---- bookkeeping ---------------------------------------------------------------------------

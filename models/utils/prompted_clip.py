@@ -1,0 +1,44 @@
+"""``PromptedClip``: the shared shape of the prompt baselines (CoOp, MaPLe, ...).
+
+A subclass builds its :class:`~models.utils.prompt_learners.PromptLearner` in ``make_prompt``; this
+class scores images against the prompt's class features (100 x cosine, per-image text allowed) and
+trains with cross-entropy over every class seen so far, with optional ER replay. Learned prompts
+also score class names of tasks not trained yet, so ``--eval_future`` works.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from models.utils.prompt_learners import PromptLearner, PromptOutput
+
+
+def prompt_logits(out: PromptOutput) -> Tensor:
+    """100 x cos(image, class) for shared (C, D) or per-image (B, C, D) class features."""
+    if out.text.ndim == 2:
+        return ZERO_SHOT_SCALE * out.image @ out.text.T
+    return ZERO_SHOT_SCALE * torch.einsum("bd,bcd->bc", out.image, out.text)
+
+
+class PromptedClip(ClipModel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prompt = self.make_prompt().to(self.device)
+
+    def make_prompt(self) -> PromptLearner:
+        raise NotImplementedError
+
+    def logits(self, x: Tensor, n_classes: int) -> Tensor:
+        return prompt_logits(self.prompt(x, n_classes))
+
+    def forward(self, x):
+        return self.logits(x, self.n_classes)
+
+    def observe(self, inputs, labels, not_aug_inputs, epoch=None):
+        self.optimizer.zero_grad()
+        all_inputs, all_labels = self.with_replay(inputs, labels)
+        loss = self.loss(self.logits(all_inputs, self.n_seen_classes), all_labels)
+        self.backward_and_step(loss)
+        self.remember(examples=not_aug_inputs, labels=labels)
+        return loss.item()
