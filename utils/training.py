@@ -143,6 +143,7 @@ class TaskLoop:
                    disable=args.quiet)
         step = 0
         for epoch in range(n_epochs):
+            epoch_started = time.perf_counter()
             model.begin_epoch(epoch, self.dataset)
             for i, batch in enumerate(data.batches(batch_size, shuffle=True, generator=self.data_generator,
                                                    train=True)):
@@ -169,6 +170,7 @@ class TaskLoop:
             if scheduler is not None and not step_each_iter:
                 scheduler.step()
             model.end_epoch(epoch, self.dataset)
+            self.recorder.log("epoch", task=task, epoch=epoch, seconds=round(time.perf_counter() - epoch_started, 4))
         bar.close()
         model.meta_end_task(self.dataset)
 

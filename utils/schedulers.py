@@ -1,0 +1,25 @@
+"""Learning-rate schedules the source systems use beyond torch's built-ins."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.0,
+                  final_factor: float = 1e-3) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule of CLAP4CLIP and AttriCLIP: linear warm-up from 0 over the first
+    ``warmup_fraction`` of ``total_steps``, then cosine from the base lr down to ``final_factor`` x lr.
+
+    Step it once per iteration; step ``s`` (0-based, before the update) uses factor ``f(s)``.
+    """
+    total = max(int(total_steps), 1)
+    warmup = int(warmup_fraction * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / warmup
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
