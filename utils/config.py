@@ -107,7 +107,9 @@ def parse_config(argv: Sequence[str]) -> tuple[Config, str | None]:
                         f"models: {', '.join(list_models())}; datasets: {', '.join(list_datasets())}")
     model_cls = get_model_class(first.model)
     dataset_cls = get_dataset_class(first.dataset)
-    backbone = first.backbone or model_cls.DEFAULTS.get("backbone") or dataset_cls.DEFAULTS.get("backbone")
+    yaml_backbone = None if first.backbone else _yaml_backbone(model_cls, dataset_cls, first.model_config)
+    backbone = first.backbone or yaml_backbone or model_cls.DEFAULTS.get("backbone") \
+        or dataset_cls.DEFAULTS.get("backbone")
     if not backbone:
         raise UserError(f"--backbone is required: neither {model_cls.NAME} nor {dataset_cls.NAME} "
                         f"has a default")
@@ -119,6 +121,7 @@ def parse_config(argv: Sequence[str]) -> tuple[Config, str | None]:
     model_config = selection.get("model_config", "none")
 
     yaml_layer, yaml_source = _load_model_yaml(model_cls, dataset_cls, model_config, cli)
+    yaml_layer.pop("backbone", None)                     # chosen above, before the backbone's options exist
     known = set(opt.field_names(RunOptions)) | set(opt.field_names(model_cls.Options)) \
         | set(opt.field_names(dataset_cls.Options)) | set(opt.field_names(net_cls))
     opt.check_known(yaml_layer, known, yaml_source)
@@ -134,7 +137,7 @@ def parse_config(argv: Sequence[str]) -> tuple[Config, str | None]:
         obj, src = opt.resolve(cls, layers)
         resolved.append(obj)
         sources.update(src)
-    sources["backbone"] = "cli" if first.backbone else (
+    sources["backbone"] = "cli" if first.backbone else yaml_source if yaml_backbone else (
         "method defaults" if model_cls.DEFAULTS.get("backbone") else "dataset defaults")
     config = Config(model=model_cls.NAME, dataset=dataset_cls.NAME, backbone=backbone, model_config=model_config,
                     run=resolved[0], method=resolved[1], data=resolved[2], net=resolved[3],
@@ -189,6 +192,16 @@ def _load_model_yaml(model_cls, dataset_cls, model_config: str, cli: Mapping[str
             layer.update(by_buffer[size])
         source = f"{path.name}:{dataset_cls.NAME}"
     return layer, source
+
+
+def _yaml_backbone(model_cls, dataset_cls, model_config: str | None) -> str | None:
+    """The ``backbone`` a method's YAML names for this run (its ``best`` section wins over ``default``)."""
+    if model_config in (None, "none") or (path := _find_yaml(model_cls.NAME)) is None:
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    sections = [data.get("default") or {}] + ([data.get(dataset_cls.NAME) or {}] if model_config == "best" else [])
+    found = [s["backbone"] for s in sections if isinstance(s, dict) and "backbone" in s]
+    return str(found[-1]) if found else None
 
 
 def _find_yaml(name: str) -> Path | None:
