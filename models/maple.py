@@ -1,0 +1,43 @@
+"""MaPLe (Khattak et al., CVPR 2023): multi-modal prompts in both CLIP encoders, as a CL baseline.
+
+Learned language context (``--n_ctx`` 2 tokens from ``--ctx_init`` "a photo of a") and deep prompts in
+layers 2..``--prompt_depth`` (9) of the text encoder, each coupled by a Linear into the vision encoder
+(``models/utils/maple_prompts.py``; CLAP reuses it). CLIP stays frozen; gradients run through both
+encoders into the prompts, so the input is CLIP-preprocessed images and no feature cache is used.
+Used in CL as CLAP4CLIP does: one prompt set trained sequentially with cross-entropy over every class
+seen so far, with optional ER replay; the prompts also score classes of future tasks (``--eval_future``).
+
+Defaults: the original trains few-shot ViT-B/16 with SGD lr 0.0035, 5 epochs, batch 4, depth 9, 2 context
+tokens; CLAP4CLIP keeps that design for CL. Here: SGD lr 0.0035 (momentum 0.9, cosine), 1 epoch per task,
+batch 32, chosen on seq-synth with micro-clip by a small grid (``models/config/maple.yaml`` has the numbers;
+depth 9 runs as 3, micro-clip's text depth). Unlike CLAP4CLIP's ``maple_variational``, the deep prompts
+and their couplings are trained (its optimizer's name filter froze them).
+"""
+from dataclasses import dataclass
+
+from models.utils.maple_prompts import MaplePrompts
+from models.utils.prompted_clip import PromptedClip
+from utils.options import option
+
+
+@dataclass
+class MapleOptions:
+    n_ctx: int = option(2, "learnable context tokens; the first n_ctx tokens of --ctx_init initialise them", min=1)
+    ctx_init: str = option("a photo of a", "prompt phrase whose first tokens initialise the context ('' = random)")
+    prompt_depth: int = option(9, "layers with prompts in both encoders (clamped to the shallower encoder)", min=1)
+
+
+class Maple(PromptedClip):
+    NAME = "maple"
+    Options = MapleOptions
+    FROZEN_IMAGE_ENCODER = False
+    DEFAULTS = {"backbone": "micro-clip", "n_epochs": 1, "lr": 0.0035, "optim_mom": 0.9, "lr_scheduler": "cosine"}
+
+    def make_prompt(self):
+        o = self.opts
+        return MaplePrompts(self.clip, self.dataset.class_names, o.n_ctx, o.ctx_init, o.prompt_depth,
+                            seed=self.args.seed)
+
+    def image_features(self, x):
+        """The prompted image features (what exemplar selectors should see)."""
+        return self.prompt.image_features(x)
