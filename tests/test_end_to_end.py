@@ -66,7 +66,8 @@ def test_run_outputs(main_runs):
     assert config["sources"]["lr"] == "dataset defaults" and config["sources"]["optimizer"] == "default"
 
     events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [e["event"] for e in events] == ["start"] + ["task_end"] * 10 + ["end"]
+    assert [e["event"] for e in events] == ["start"] + ["epoch", "task_end"] * 10 + ["end"]   # 1 epoch per task
+    assert all(e["seconds"] > 0 for e in events if e["event"] == "epoch")
     assert (run / "checkpoint.pt").is_file()
 
 
