@@ -107,7 +107,8 @@ def parse_config(argv: Sequence[str]) -> tuple[Config, str | None]:
                         f"models: {', '.join(list_models())}; datasets: {', '.join(list_datasets())}")
     model_cls = get_model_class(first.model)
     dataset_cls = get_dataset_class(first.dataset)
-    yaml_backbone = None if first.backbone else _yaml_backbone(model_cls, dataset_cls, first.model_config)
+    yaml_sections, yaml_source = _model_yaml_sections(model_cls, dataset_cls, first.model_config)
+    yaml_backbone = next((s["backbone"] for s in reversed(yaml_sections) if "backbone" in s), None)
     backbone = first.backbone or yaml_backbone or model_cls.DEFAULTS.get("backbone") \
         or dataset_cls.DEFAULTS.get("backbone")
     if not backbone:
@@ -120,7 +121,7 @@ def parse_config(argv: Sequence[str]) -> tuple[Config, str | None]:
     selection = {k: cli.pop(k) for k in ("model", "dataset", "backbone", "model_config", "resume") if k in cli}
     model_config = selection.get("model_config", "none")
 
-    yaml_layer, yaml_source = _load_model_yaml(model_cls, dataset_cls, model_config, cli)
+    yaml_layer = _merge_model_yaml(yaml_sections, yaml_source, cli)
     yaml_layer.pop("backbone", None)                     # chosen above, before the backbone's options exist
     known = set(opt.field_names(RunOptions)) | set(opt.field_names(model_cls.Options)) \
         | set(opt.field_names(dataset_cls.Options)) | set(opt.field_names(net_cls))
@@ -165,43 +166,42 @@ def _full_parser(model_cls, dataset_cls, net_cls) -> _Parser:
     return parser
 
 
-def _load_model_yaml(model_cls, dataset_cls, model_config: str, cli: Mapping[str, Any]
-                     ) -> tuple[dict[str, Any], str]:
+def _model_yaml_sections(model_cls, dataset_cls, model_config: str) -> tuple[list[dict[str, Any]], str]:
+    """The sections of the method's YAML that apply, lowest precedence first (``default``, then the
+    dataset's for ``best``), and the source name recorded for their settings."""
     if model_config == "none":
-        return {}, "model_config"
+        return [], "model_config"
     path = _find_yaml(model_cls.NAME)
     if path is None:
         raise UserError(f"--model_config {model_config}: model '{model_cls.NAME}' has no config file "
                         f"(expected {CONFIG_DIR}/{model_cls.NAME}.yaml)")
     data = yaml.safe_load(path.read_text()) or {}
-    layer: dict[str, Any] = dict(data.get("default") or {})
-    source = f"{path.name}:default"
-    if model_config == "best":
-        section = data.get(dataset_cls.NAME)
-        if section is None:
-            raise UserError(f"--model_config best: {path.name} has no settings for dataset "
-                            f"'{dataset_cls.NAME}' (it has: {', '.join(k for k in data if k != 'default')})")
+    sections = [dict(data.get("default") or {})]
+    if model_config != "best":
+        return sections, f"{path.name}:default"
+    section = data.get(dataset_cls.NAME)
+    if section is None:
+        raise UserError(f"--model_config best: {path.name} has no settings for dataset "
+                        f"'{dataset_cls.NAME}' (it has: {', '.join(k for k in data if k != 'default')})")
+    return sections + [dict(section)], f"{path.name}:{dataset_cls.NAME}"
+
+
+def _merge_model_yaml(sections: list[dict[str, Any]], source: str, cli: Mapping[str, Any]) -> dict[str, Any]:
+    """One settings layer from the sections; integer keys of the dataset's section are per-buffer-size
+    settings, chosen by ``--buffer_size``."""
+    layer: dict[str, Any] = dict(sections[0]) if sections else {}
+    for section in sections[1:]:
         plain = {k: v for k, v in section.items() if not isinstance(k, int)}
         layer.update(plain)
         by_buffer = {k: v for k, v in section.items() if isinstance(k, int)}
         if by_buffer:
-            size = int(cli.get("buffer_size", plain.get("buffer_size", layer.get("buffer_size", 0))))
+            size = int(cli.get("buffer_size", layer.get("buffer_size", 0)))
             if size not in by_buffer:
-                raise UserError(f"--model_config best: {path.name} has settings for buffer sizes "
-                                f"{sorted(by_buffer)} on {dataset_cls.NAME}; pass --buffer_size with one of them")
+                file, dataset = source.split(":")
+                raise UserError(f"--model_config best: {file} has settings for buffer sizes "
+                                f"{sorted(by_buffer)} on {dataset}; pass --buffer_size with one of them")
             layer.update(by_buffer[size])
-        source = f"{path.name}:{dataset_cls.NAME}"
-    return layer, source
-
-
-def _yaml_backbone(model_cls, dataset_cls, model_config: str | None) -> str | None:
-    """The ``backbone`` a method's YAML names for this run (its ``best`` section wins over ``default``)."""
-    if model_config in (None, "none") or (path := _find_yaml(model_cls.NAME)) is None:
-        return None
-    data = yaml.safe_load(path.read_text()) or {}
-    sections = [data.get("default") or {}] + ([data.get(dataset_cls.NAME) or {}] if model_config == "best" else [])
-    found = [s["backbone"] for s in sections if isinstance(s, dict) and "backbone" in s]
-    return str(found[-1]) if found else None
+    return layer
 
 
 def _find_yaml(name: str) -> Path | None:
