@@ -31,10 +31,9 @@ from dataclasses import dataclass
 import torch
 
 from models.utils.attriclip_prompts import AttriclipPrompts
-from models.utils.clip_model import ClipModel
-from models.utils.prompted_clip import prompt_logits
+from models.utils.batch_scaled_lr import BatchScaledWarmupCosine
+from models.utils.prompted_clip import PromptedClip, prompt_logits
 from utils.options import option
-from utils.schedulers import warmup_cosine
 
 
 @dataclass
@@ -48,54 +47,29 @@ class AttriclipOptions:
                                  min=0.0)
 
 
-class Attriclip(ClipModel):
+class Attriclip(BatchScaledWarmupCosine, PromptedClip):
     NAME = "attriclip"
     Options = AttriclipOptions
     DEFAULTS = {"backbone": "micro-clip", "n_epochs": 10, "lr": 1e-3, "batch_size": 32, "optimizer": "sgd",
-                "optim_mom": 0.0}
+                "optim_mom": 0.0, "scheduler_mode": "iter"}
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def make_prompt(self):
         o = self.opts
-        self.prompt = AttriclipPrompts(self.clip, self.dataset.class_names, o.n_attributes, o.attr_n_ctx,
-                                       o.attr_top_k, o.matching_weight, o.ortho_weight,
-                                       seed=self.args.seed).to(self.device)
+        return AttriclipPrompts(self.clip, self.dataset.class_names, o.n_attributes, o.attr_n_ctx, o.attr_top_k,
+                                o.matching_weight, o.ortho_weight, seed=self.args.seed)
 
-    @property
-    def scheduler_mode(self) -> str:
-        return "iter"
-
-    def get_optimizer(self) -> torch.optim.Optimizer:
-        """The run's optimizer (SGD without momentum by default) at AttriCLIP's lr x batch_size / 20."""
-        opt = super().get_optimizer()
-        for group in opt.param_groups:
-            group["lr"] *= self.args.batch_size / 20
-        return opt
-
-    def get_scheduler(self, steps_per_epoch: int, n_epochs: int):
-        return warmup_cosine(self.optimizer, steps_per_epoch * n_epochs, warmup_fraction=0.0, final_factor=1e-3)
-
-    def logits(self, x, n_classes: int, first_class: int = 0):
-        out = self.prompt(x, n_classes, first_class)
-        return prompt_logits(out), out.aux_loss
-
-    def forward(self, x):
-        return self.logits(x, self.n_classes)[0]
-
-    def observe(self, inputs, labels, not_aug_inputs, epoch=None):
-        self.optimizer.zero_grad()
-        if self.buffer is None:          # the original: current task's classes only
+    def train_loss(self, inputs, labels):
+        """Without a memory, cross-entropy over the current task's classes only (the original)."""
+        if self.buffer is None:
             first = self.n_past_classes
-            logits, aux = self.logits(inputs, self.n_seen_classes, first)
-            labels_in = labels - first
+            labels = labels - first
         else:
-            inputs_in, labels_in = self.with_replay(inputs, labels)
-            logits, aux = self.logits(inputs_in, self.n_seen_classes)
+            first = 0
+            inputs, labels = self.with_replay(inputs, labels)
+        out = self.prompt(inputs, self.n_seen_classes, first)
+        logits = prompt_logits(out)
         logits.register_hook(_flush_denormals)
-        loss = self.loss(logits, labels_in) + aux
-        self.backward_and_step(loss)
-        self.remember(examples=not_aug_inputs, labels=labels)
-        return loss.item()
+        return self.loss(logits, labels) + out.aux_loss
 
 
 def _flush_denormals(grad):

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from models.utils.batch_scaled_lr import BatchScaledWarmupCosine
 from models.utils.clap_modules import VariationalHead, VisualGuidedAttention, gaussian_kl, task_block_mask, \
     template_statistics
 from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
@@ -84,7 +85,7 @@ class Clap4clipOptions:
     ortho_weight: float = option(0.3, "attriclip: weight of the attribute orthogonality loss", min=0.0)
 
 
-class Clap4clip(ClipModel):
+class Clap4clip(BatchScaledWarmupCosine, ClipModel):
     NAME = "clap4clip"
     Options = Clap4clipOptions
     CAN_PREDICT_FUTURE = False          # a class gets its distribution from its task's head
@@ -103,7 +104,6 @@ class Clap4clip(ClipModel):
         self.heads = nn.ModuleList(VariationalHead(dim, o.variational) for _ in range(self.n_tasks)).to(self.device)
         self.heads.requires_grad_(False)
         self.trained_heads = 0
-        self.finetuning = False
         labels = list(range(self.n_classes))
         texts, owner = self.prompts(labels)
         feats = F.normalize(self.text_cache.get(texts, self.encode_prompts).to(self.device), dim=-1)
@@ -232,21 +232,8 @@ class Clap4clip(ClipModel):
         self.remember(examples=not_aug_inputs, labels=labels)
         return loss.item()
 
-    def lr_scale(self) -> float:
-        return self.args.batch_size / 20
-
-    def get_optimizer(self):
-        optimizer = super().get_optimizer()
-        for group in optimizer.param_groups:
-            group["lr"] *= self.lr_scale()
-        return optimizer
-
-    def get_scheduler(self, steps_per_epoch: int, n_epochs: int):
-        return warmup_cosine(self.optimizer, steps_per_epoch * n_epochs, self.opts.warmup)
-
-    @property
-    def scheduler_mode(self) -> str:
-        return "iter"
+    def warmup_fraction(self) -> float:
+        return self.opts.warmup
 
     def train_only_head(self, i: int) -> None:
         """What trains during task ``i``'s main training: its head, the VGA and the prompt."""

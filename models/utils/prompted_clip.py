@@ -2,7 +2,8 @@
 
 A subclass builds its :class:`~models.utils.prompt_learners.PromptLearner` in ``make_prompt``; this
 class scores images against the prompt's class features (100 x cosine, per-image text allowed) and
-trains with cross-entropy over every class seen so far, with optional ER replay. Learned prompts
+trains with cross-entropy over every class seen so far (with optional ER replay) plus the prompt's own
+loss (AttriCLIP's matching and orthogonality terms). Learned prompts
 also score class names of tasks not trained yet, so ``--eval_future`` works.
 """
 from __future__ import annotations
@@ -35,10 +36,16 @@ class PromptedClip(ClipModel):
     def forward(self, x):
         return self.logits(x, self.n_classes)
 
+    def train_loss(self, inputs: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy over every class seen so far on stream + replay, plus the prompt's own loss."""
+        inputs, labels = self.with_replay(inputs, labels)
+        out = self.prompt(inputs, self.n_seen_classes)
+        loss = self.loss(prompt_logits(out), labels)
+        return loss if out.aux_loss is None else loss + out.aux_loss
+
     def observe(self, inputs, labels, not_aug_inputs, epoch=None):
         self.optimizer.zero_grad()
-        all_inputs, all_labels = self.with_replay(inputs, labels)
-        loss = self.loss(self.logits(all_inputs, self.n_seen_classes), all_labels)
+        loss = self.train_loss(inputs, labels)
         self.backward_and_step(loss)
         self.remember(examples=not_aug_inputs, labels=labels)
         return loss.item()
