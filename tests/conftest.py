@@ -1,6 +1,7 @@
 """Shared fixtures: every test runs offline, on CPU, with results written under tmp_path."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -33,6 +34,19 @@ def only_run_dir(results: Path) -> Path:
 
 def load_results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
+
+
+def train_steps(model, dataset, task: int, steps: int | None = None, batch_size: int = 16,
+                seed: int | None = None, augment: bool = False) -> None:
+    """Train ``model`` on ``steps`` shuffled mini-batches of task ``task`` (all of them if ``None``)
+    through the model's own hooks, as the task loop would; the order is seeded (default: by the task)."""
+    data = dataset.task_data(task, "train")
+    n = data.num_batches(batch_size) if steps is None else steps
+    model.meta_begin_task(dataset, n, 1)
+    model.train()
+    generator = torch.Generator().manual_seed(task if seed is None else seed)
+    for batch in itertools.islice(data.batches(batch_size, shuffle=True, generator=generator, train=augment), n):
+        model.meta_observe(batch, 0)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import load_results, only_run_dir, run_main
+from conftest import load_results, only_run_dir, run_main, train_steps
 from models.utils.clap_modules import VariationalHead, VisualGuidedAttention, gaussian_kl, task_block_mask, \
     template_statistics
 from utils.config import parse_config
@@ -28,15 +28,6 @@ def make_model(cache_dir, *extra):
     config, _ = parse_config(["--model", "clap4clip", *SMALL, "--buffer_size", "100", "--quiet", "1",
                               "--feature_cache", str(cache_dir), *extra])
     return build(config)
-
-
-def train_steps(model, dataset, task, steps=3):
-    model.meta_begin_task(dataset, steps, 1)
-    data = dataset.task_data(task, "train")
-    for i, batch in enumerate(data.batches(16, shuffle=True, generator=torch.Generator().manual_seed(task))):
-        if i == steps:
-            break
-        model.meta_observe(batch, 0)
 
 
 def test_best_config_is_the_papers_main_setting():
@@ -133,7 +124,7 @@ def test_sampled_logits_and_lasp_match_naive_references(cache_dir):
 def test_per_image_context_makes_predictions_independent_of_the_batch(cache_dir):
     dataset, model = make_model(cache_dir)
     for task in range(2):
-        train_steps(model, dataset, task)
+        train_steps(model, dataset, task, steps=3)
         model.meta_end_task(dataset)
     model.eval()
     x = torch.cat([dataset.task_data(k, "test").batches(4).__next__()["inputs"] for k in range(2)])
@@ -149,12 +140,12 @@ def test_per_image_context_makes_predictions_independent_of_the_batch(cache_dir)
 @pytest.mark.parametrize("finetune_epochs", [0, 2])
 def test_old_heads_are_frozen_while_later_tasks_train(cache_dir, finetune_epochs):
     dataset, model = make_model(cache_dir, "--finetune_epochs", str(finetune_epochs))
-    train_steps(model, dataset, 0)
+    train_steps(model, dataset, 0, steps=3)
     model.meta_end_task(dataset)
     head0 = {k: v.clone() for k, v in model.heads[0].state_dict().items()}
     vga0 = {k: v.clone() for k, v in model.vga.state_dict().items()}
     for task in (1, 2):
-        train_steps(model, dataset, task)
+        train_steps(model, dataset, task, steps=3)
         model.meta_end_task(dataset)
     same = all(torch.equal(head0[k], v) for k, v in model.heads[0].state_dict().items())
     assert not all(torch.equal(vga0[k], v) for k, v in model.vga.state_dict().items())   # training happened
@@ -164,7 +155,7 @@ def test_old_heads_are_frozen_while_later_tasks_train(cache_dir, finetune_epochs
 
 def test_every_exemplar_selector_uses_per_image_samples(cache_dir):
     dataset, model = make_model(cache_dir, "--forward_times", "5")
-    train_steps(model, dataset, 0)
+    train_steps(model, dataset, 0, steps=3)
     x = dataset.task_data(0, "train").batches(8).__next__()["inputs"]
     out = model.selection_outputs(x)
     assert out["mc_logits"].shape == (5, 8, 10) and torch.allclose(out["mc_logits"].mean(0), out["logits"])
@@ -179,7 +170,7 @@ def test_every_exemplar_selector_uses_per_image_samples(cache_dir):
 def test_novelty_scores_include_the_monte_carlo_variance(cache_dir):
     dataset, model = make_model(cache_dir)
     for task in range(2):
-        train_steps(model, dataset, task)
+        train_steps(model, dataset, task, steps=3)
         model.meta_end_task(dataset)
     test = {k: dataset.task_data(k, "test") for k in range(4)}
     result = evaluate_step(model, dataset, test, 1, [0, 1], calibration=True, novel_tasks=[2, 3], batch_size=64)
@@ -191,7 +182,7 @@ def test_novelty_scores_include_the_monte_carlo_variance(cache_dir):
 def test_checkpoint_restores_the_same_predictions(cache_dir):
     dataset, model = make_model(cache_dir)
     for task in range(2):
-        train_steps(model, dataset, task)
+        train_steps(model, dataset, task, steps=3)
         model.meta_end_task(dataset)
     _, restored = make_model(cache_dir)
     restored.load_checkpoint_state(model.checkpoint_state())

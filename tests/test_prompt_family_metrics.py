@@ -1,8 +1,8 @@
 """Novel-data detection and calibration work for every method of the CLAP4CLIP prompt family: shared class
 features (CoOp), a prompted image encoder (MaPLe), per-image class features (AttriCLIP), and CLAP on each."""
 import pytest
-import torch
 
+from conftest import train_steps
 from utils.config import parse_config
 from utils.evaluate import evaluate_step
 from utils.experiment import build
@@ -23,12 +23,7 @@ METHODS = {
 def test_novelty_and_calibration_after_a_trained_task(name):
     config, _ = parse_config([*METHODS[name], *TINY, "--buffer_size", "20", "--n_epochs", "1"])
     dataset, model = build(config)
-    model.meta_begin_task(dataset, 2, 1)
-    for i, batch in enumerate(dataset.task_data(0, "train").batches(16, shuffle=True,
-                                                                    generator=torch.Generator().manual_seed(0))):
-        if i == 2:
-            break
-        model.meta_observe(batch, 0)
+    train_steps(model, dataset, 0, steps=2)
     model.meta_end_task(dataset)
     test = {k: dataset.task_data(k, "test") for k in range(3)}
     result = evaluate_step(model, dataset, test, 0, [0], calibration=True, novel_tasks=[1, 2], batch_size=32)
