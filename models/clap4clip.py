@@ -176,13 +176,18 @@ class Clap4clip(BatchScaledWarmupCosine, ClipModel):
         """(T, B, C_seen) Monte-Carlo logits, and what the regularisers need: per task (t~, mu, sigma),
         its noise, and the prompt's own loss."""
         image, parts, aux = self.distributions(x, n_tasks)
+        logits, noises = self.sampled_logits(image, parts, train)
+        return logits, parts, noises, aux
+
+    def sampled_logits(self, image: Tensor, parts, train: bool) -> tuple[Tensor, list[Tensor]]:
+        """(T, B, C_seen) logits of every task's classes, and the noise each task used."""
         logits, noises, start = [], [], 0
         for t, mu, sigma in parts:
             eps = self.noise(start, t.shape[-2], t.shape[-1], train)
             logits.append(self.sample_logits(image, t, mu, sigma, eps))
             noises.append(eps)
             start += t.shape[-2]
-        return torch.cat(logits, -1), parts, noises, aux
+        return torch.cat(logits, -1), noises
 
     def padded(self, logits: Tensor) -> Tensor:
         return F.pad(logits, (0, self.n_classes - logits.shape[-1]), value=UNSEEN_LOGIT)
@@ -196,8 +201,9 @@ class Clap4clip(BatchScaledWarmupCosine, ClipModel):
 
     @torch.no_grad()
     def selection_outputs(self, inputs):
-        logits = self.mc_logits(inputs, self.trained_heads)[0]
-        return {"features": self.prompt(inputs, 1).image, "logits": logits.mean(0), "mc_logits": logits}
+        image, parts, _ = self.distributions(inputs, self.trained_heads)     # one encoder pass for both
+        logits = self.sampled_logits(image, parts, train=False)[0]
+        return {"features": image, "logits": logits.mean(0), "mc_logits": logits}
 
     # ---- training --------------------------------------------------------------------------------
     def regularisers(self, parts, noises, finetuning: bool) -> Tensor:
