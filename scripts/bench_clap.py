@@ -19,23 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from utils.config import parse_config  # noqa: E402
-from utils.experiment import run_experiment  # noqa: E402
+from bench_timing import timed_run
 
 
-def timed_run(argv: list[str]) -> tuple[float, float]:
+def run_and_epoch_time(argv: list[str]) -> tuple[float, float]:
     """(whole-run seconds, mean seconds per training epoch)."""
-    config, _ = parse_config(argv)
-    start = time.perf_counter()
-    run_dir = run_experiment(config)
-    total = time.perf_counter() - start
+    total, run_dir = timed_run(argv)
     events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     epochs = [e["seconds"] for e in events if e["event"] == "epoch"]
     return total, sum(epochs) / max(len(epochs), 1)
@@ -57,11 +48,11 @@ def main() -> None:
         timed_run(["--model", "zeroshot-clip", *common, *cache, "--n_epochs", "0", "--buffer_size", "0"])
         # the zero-shot pass filled the test split; the train split is filled on first use below
         timed_run(["--model", "clip-adapter", *common, *cache, "--stop_after", "1"])
-        clap_cached, clap_epoch_cached = timed_run(["--model", "clap4clip", *common, *cache])
+        clap_cached, clap_epoch_cached = run_and_epoch_time(["--model", "clap4clip", *common, *cache])
         print(f"clap4clip, cached:    {clap_cached:8.1f}s run, {clap_epoch_cached:7.2f}s per epoch", flush=True)
-        clap_off, clap_epoch_off = timed_run(["--model", "clap4clip", *common, "--feature_cache", "off"])
+        clap_off, clap_epoch_off = run_and_epoch_time(["--model", "clap4clip", *common, "--feature_cache", "off"])
         print(f"clap4clip, uncached:  {clap_off:8.1f}s run, {clap_epoch_off:7.2f}s per epoch", flush=True)
-        adapter, adapter_epoch = timed_run(["--model", "clip-adapter", *common, *cache])
+        adapter, adapter_epoch = run_and_epoch_time(["--model", "clip-adapter", *common, *cache])
         print(f"clip-adapter, cached: {adapter:8.1f}s run, {adapter_epoch:7.2f}s per epoch", flush=True)
     print(f"per epoch: cached / uncached = {clap_epoch_cached / clap_epoch_off:.2f}; "
           f"CLAP / CLIP-Adapter run time = {clap_cached / adapter:.1f}")

@@ -25,15 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backbone.clip import ClipOptions, create_clip  # noqa: E402
 from datasets.seq_synth import SequentialSynth  # noqa: E402
 from utils.config import parse_config  # noqa: E402
-from utils.experiment import run_experiment  # noqa: E402
 from utils.precision import autocast, resolve_precision  # noqa: E402
-
-
-def timed_run(argv: list[str]) -> float:
-    config, _ = parse_config(argv)
-    start = time.perf_counter()
-    run_experiment(config)
-    return time.perf_counter() - start
+from bench_timing import timed_run  # noqa: E402
 
 
 def floor(argv: list[str], backbone: str, device: str, batch_size: int) -> float:
@@ -64,11 +57,11 @@ def main() -> None:
                 "--results_path", f"{tmp}/results", "--checkpoint", "0"]
         t_floor = floor(base, args.backbone, args.device, 256)
         print(f"floor (encode every train+test image once): {t_floor:.2f}s", flush=True)
-        t_cold = timed_run(base + ["--feature_cache", f"{tmp}/cache"])
+        t_cold = timed_run(base + ["--feature_cache", f"{tmp}/cache"])[0]
         print(f"with the cache, cold:                       {t_cold:.2f}s", flush=True)
-        t_warm = timed_run(base + ["--feature_cache", f"{tmp}/cache"])
+        t_warm = timed_run(base + ["--feature_cache", f"{tmp}/cache"])[0]
         print(f"with the cache, warm:                       {t_warm:.2f}s", flush=True)
-        t_off = timed_run(base + ["--feature_cache", "off"])
+        t_off = timed_run(base + ["--feature_cache", "off"])[0]
         print(f"without the cache:                          {t_off:.2f}s", flush=True)
     print(f"cached (cold) / floor = {t_cold / t_floor:.2f} (target <= 1.5); "
           f"uncached / cached (cold) = {t_off / t_cold:.1f} (target >= 5); "

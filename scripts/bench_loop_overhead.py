@@ -25,15 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backbone import create_backbone  # noqa: E402
 from datasets.seq_synth import SequentialSynth  # noqa: E402
 from utils.config import parse_config  # noqa: E402
-from utils.experiment import run_experiment  # noqa: E402
 from utils.seeding import seed_everything  # noqa: E402
+from bench_timing import timed_run  # noqa: E402
 
 
 def harness(argv: list[str], results: str) -> float:
-    config, _ = parse_config(argv + ["--results_path", results, "--quiet", "1"])
-    start = time.perf_counter()
-    run_experiment(config)
-    return time.perf_counter() - start
+    return timed_run(argv + ["--results_path", results, "--quiet", "1"])[0]
 
 
 def bare(argv: list[str]) -> float:
