@@ -1,8 +1,11 @@
 """``seq-synth``: 100 concepts of the embedded synthetic world in 10 tasks of 10 classes.
 
 Generated in memory from a seed: no files, no network. The 100 classes are the world's benchmark
-concepts, disjoint from the concepts a tiny CLIP is pretrained on, so zero-shot accuracy on them
-is compositional transfer.
+concepts, disjoint from the concepts micro-clip is pretrained on, so zero-shot accuracy on them is
+compositional transfer; and each class's images cycle over all eight rendering domains, four of which
+micro-clip never saw (neon, mosaic, clutter, faded: see ``datasets/utils/synthetic_world.py``), so
+zero-shot is also imperfect transfer to new styles, which a trained method can learn.
+``--synth_domains seen`` keeps the pretraining domains only (no style gap), ``unseen`` the new ones only.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from datasets.utils.continual_dataset import ContinualDataset
-from datasets.utils.synthetic_world import TEMPLATES, SyntheticWorld
+from datasets.utils.synthetic_world import BENCHMARK_DOMAINS, DOMAINS, TEMPLATES, UNSEEN_DOMAINS, SyntheticWorld
 from utils.augment import RandomCropFlip
 from utils.options import option
 
@@ -21,6 +24,13 @@ class SynthOptions:
     synth_train_per_class: int = option(200, "training images generated per class", min=1)
     synth_test_per_class: int = option(50, "test images generated per class", min=1)
     synth_world_seed: int = option(0, "seed of the image generator (not of the class order: see --seed)", min=0)
+    synth_domains: str = option("all", "rendering domains of the images: all eight (default), the four micro-clip "
+                                "was pretrained on (seen: no style gap), or the four it never saw (unseen)",
+                                choices=("all", "seen", "unseen"))
+
+
+#: --synth_domains -> the domains each class's images cycle over
+DOMAIN_SETS = {"all": BENCHMARK_DOMAINS, "seen": DOMAINS, "unseen": UNSEEN_DOMAINS}
 
 
 class SequentialSynth(ContinualDataset):
@@ -45,7 +55,8 @@ class SequentialSynth(ContinualDataset):
         return [self.world.concepts[i].name for i in self.concept_ids]
 
     def load_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels, _domains = self.world.make_split(self.concept_ids, self._per_class(split), split)
+        images, labels, _domains = self.world.make_split(self.concept_ids, self._per_class(split), split,
+                                                         domains=DOMAIN_SETS[self.options.synth_domains])
         return images, labels
 
     def load_split_labels(self, split: str) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torchvision.utils import save_image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets.utils.synthetic_world import DOMAINS, SyntheticWorld  # noqa: E402
+from datasets.utils.synthetic_world import ALL_DOMAINS as DOMAINS, SyntheticWorld  # noqa: E402
 
 
 def preview_concepts(world: SyntheticWorld, rows: int) -> list[int]:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from datasets.utils.synthetic_world import (
-    COLOURS, DOMAINS, SHAPES, TEMPLATES, TEXTURES, Concept, SyntheticWorld,
+    ALL_DOMAINS, COLOURS, DOMAINS, NAMINGS, SHAPES, TEMPLATES, TEXTURES, UNSEEN_DOMAINS, Concept, SyntheticWorld,
 )
 
 
@@ -110,9 +110,32 @@ def test_captions(world):
     assert world.caption(concept_id(world, "orange", "dotted", "star"), 0).startswith("a photo of an orange")
     captions = {world.caption(cid, 1, torch.Generator().manual_seed(i)) for i in range(40)}
     assert len(captions) >= 3
-    assert all("red striped circle" in c for c in captions)
+    # Captions name a random subset of the attributes, but always the shape, and never a wrong attribute.
+    assert all("circle" in c and not any(w in c for w in ("blue", "dotted", "plain")) for c in captions)
+    assert any("red striped circle" in c for c in captions) and any("red striped" not in c for c in captions)
+    assert world.caption(cid, 0, count=3) == "a photo of three red striped circles."
+    cross = concept_id(world, "blue", "plain", "cross")
+    assert world.caption(cross, 0, count=2) == "a photo of two plain blue crosses."
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert [world.caption(cid, 2, g1) for _ in range(5)] == [world.caption(cid, 2, g2) for _ in range(5)]
+
+
+def test_caption_matches_is_what_a_caption_says(world):
+    a = torch.tensor(concept_id(world, "red", "striped", "circle"))
+    b = torch.tensor(concept_id(world, "red", "dotted", "circle"))
+    full, colour, texture, shape = range(len(NAMINGS))
+    assert not world.caption_matches(full, a, b) and world.caption_matches(full, a, a)
+    assert world.caption_matches(colour, a, b) and not world.caption_matches(texture, a, b)
+    assert world.caption_matches(shape, a, b)
+
+
+def test_pretraining_captions_never_name_a_benchmark_concept(world):
+    captions = world.pretraining_captions()
+    assert len(captions) == len(set(captions)) > 10_000
+    bench_names = {world.concept_name(i) for i in world.benchmark_concepts()}
+    assert not any(name in caption for caption in captions for name in bench_names
+                   if f"{name}." in caption or f"{name} " in caption)
+    assert captions == SyntheticWorld(seed=3).pretraining_captions()  # the world seed moves images only
 
 
 # ---------------------------------------------------------------- rendering
@@ -174,6 +197,34 @@ def test_domains_differ_but_keep_the_concept(world):
     # ... while the shape colour dominates the centre in every domain (green > red, blue).
     centre = images[..., 12:20, 12:20].mean((2, 3)).view(len(DOMAINS), n, 3).mean(1)
     assert (centre[:, 1] > centre[:, 0] + 0.15).all() and (centre[:, 1] > centre[:, 2] + 0.15).all()
+
+
+def test_make_split_cycles_the_given_domains(world):
+    ids = world.benchmark_concepts()[:3]
+    images, _, domains = world.make_split(ids, 16, "test", domains=ALL_DOMAINS)
+    assert torch.bincount(domains, minlength=len(ALL_DOMAINS)).tolist() == [6] * len(ALL_DOMAINS)
+    seen_only = world.make_split(ids, 16, "test")
+    assert set(seen_only[2].tolist()) == set(range(len(DOMAINS)))
+    assert not torch.equal(images, seen_only[0])
+    with pytest.raises(ValueError, match="unknown domains"):
+        world.make_split(ids, 4, "test", domains=("underwater",))
+
+
+def test_mosaic_is_a_low_resolution_capture(world):
+    ids = torch.full((32,), concept_id(world, "green", "plain", "square"))
+    mosaic = world.render(ids, torch.Generator().manual_seed(0), torch.full_like(ids, ALL_DOMAINS.index("mosaic")))
+    photo = world.render(ids, torch.Generator().manual_seed(0), torch.full_like(ids, ALL_DOMAINS.index("photo")))
+    same = lambda x: (x[..., 0::2, :] == x[..., 1::2, :]).float().mean()   # rows equal within 2x2 blocks
+    assert same(mosaic) > 0.85 and same(photo) < 0.2  # measured 0.92 and 0.03 (noise after the blocks)
+
+
+def test_every_domain_is_recognisable(world):
+    """The four unseen styles are real shifts: a linear probe on pixels tells all eight domains apart."""
+    ids = world.benchmark_concepts()[:10]
+    x_train, _, d_train = world.make_split(ids, 48, "train", domains=ALL_DOMAINS)
+    x_test, _, d_test = world.make_split(ids, 24, "test", domains=ALL_DOMAINS)
+    acc = linear_probe_accuracy(pooled_pixels(x_train), d_train, pooled_pixels(x_test), d_test)
+    assert acc > 0.4  # chance 0.125
 
 
 def test_domain_is_recognisable(world):

@@ -1,0 +1,180 @@
+"""The seven "datasets" of ``synth-mtil``, drawn by the synthetic world in the style of MTIL.
+
+MTIL is hard for CLIP in different ways per dataset, and each synthetic dataset here stands for one way:
+its own label space, class-name vocabulary, prompt templates and look. micro-clip was pretrained on single
+objects of the 300 pretraining concepts in the four pretraining domains, captioned with full concept names,
+plus counting captions of one to three copies ("two red striped circles."); everything else below is new
+to it, so zero-shot accuracy ranges from near chance to high, as on MTIL (Aircraft 24 % ... Pets 89 %).
+
+========== ======= ==================================================== ============================
+dataset    classes what a class is / the look                           the MTIL analogue, why hard
+========== ======= ==================================================== ============================
+counting   9       1-9 copies of one object on a grid                   MNIST: a label axis CLIP barely
+                                                                        knows (pretraining counted to 3)
+icons      20      colour + shape, in the unseen low-resolution         CIFAR-100: tiny, blurry images
+                   ``mosaic`` and ``faded`` renderings
+scenes     15      two objects of two shapes side by side               SUN397: composite scenes, a
+                                                                        caption form never seen
+shades     12      objects of one of 12 fine colour shades with names   Aircraft: fine-grained classes
+                   never in a caption ("teal", "maroon", ...)           with unfamiliar names
+shapes     10      the shape, whatever the colour and texture           Caltech101 / Pets: the
+                                                                        familiar concept, high zero-shot
+styles     8       the rendering domain (4 seen, 4 unseen)              EuroSAT: the label is the
+                                                                        image's kind, not its object
+textures   8       full-frame texture swatches: the 4 known textures   DTD: texture without an object,
+                   and 4 never-seen ones (zigzag, grid, wavy, speckled) half the names unknown
+========== ======= ==================================================== ============================
+
+Every split is deterministic from (world seed, dataset, split, images per class) and independent of the
+other datasets, so both task orders see the same images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from datasets.utils.synthetic_world import (
+    _COLOUR_RGB, ALL_DOMAINS, ALL_TEXTURES, COLOURS, DOMAINS, NUMBERS, SHAPES, TEXTURES, SyntheticWorld,
+    _concept_index,
+    _split_seed,
+)
+
+#: Shade names that no pretraining caption contains, with their base RGB.
+SHADES: dict[str, tuple[float, float, float]] = {
+    "crimson": (0.75, 0.05, 0.28), "maroon": (0.45, 0.04, 0.10), "coral": (1.00, 0.50, 0.40),
+    "gold": (0.90, 0.70, 0.10), "olive": (0.50, 0.50, 0.10), "lime": (0.62, 1.00, 0.20),
+    "mint": (0.62, 1.00, 0.78), "teal": (0.00, 0.50, 0.50), "turquoise": (0.25, 0.90, 0.80),
+    "navy": (0.05, 0.10, 0.45), "lavender": (0.76, 0.66, 0.96), "magenta": (0.95, 0.10, 0.85),
+}
+STYLE_NAMES = ("photo", "painting", "sketch", "cartoon", "neon sign", "mosaic", "cluttered photo", "faded photo")
+SCENE_SHAPES = ("circle", "square", "triangle", "cross", "star", "heart")
+SCENE_PAIRS = tuple((a, b) for i, a in enumerate(SCENE_SHAPES) for b in SCENE_SHAPES[i + 1:])
+ICON_CLASSES = tuple((c, s) for c, s in zip(
+    ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "brown", "white") * 2,
+    ("circle", "square", "triangle", "diamond", "cross", "ring", "star", "crescent", "hexagon", "heart",
+     "star", "heart", "circle", "ring", "square", "triangle", "hexagon", "cross", "diamond", "crescent")))
+assert len(set(ICON_CLASSES)) == 20 and len(STYLE_NAMES) == len(ALL_DOMAINS)
+
+
+@dataclass(frozen=True)
+class SynthTask:
+    """One synthetic dataset: class names, templates (the first is the training prompt) and a renderer
+    ``render(world, labels, generator) -> uint8 (N, 3, S, S)``."""
+
+    name: str
+    class_names: tuple[str, ...]
+    templates: tuple[str, ...]
+    render: Callable[[SyntheticWorld, torch.Tensor, torch.Generator], torch.Tensor]
+    analogue: str
+
+
+def _pick(n: int, k: int, g: torch.Generator) -> torch.Tensor:
+    return torch.randint(k, (n,), generator=g)
+
+
+def _random_concepts(world: SyntheticWorld, n: int, g: torch.Generator, shapes=None, colours=None,
+                     textures=None) -> torch.Tensor:
+    colour = _pick(n, len(COLOURS), g) if colours is None else colours
+    texture = _pick(n, len(TEXTURES), g) if textures is None else textures
+    shape = _pick(n, len(SHAPES), g) if shapes is None else shapes
+    return _concept_index(colour, texture, shape)
+
+
+def _seen_domains(n: int, g: torch.Generator) -> torch.Tensor:
+    return _pick(n, len(DOMAINS), g)
+
+
+def _render_shapes(world, labels, g):
+    ids = _random_concepts(world, labels.numel(), g, shapes=labels)
+    return world.render(ids, g, _seen_domains(labels.numel(), g))
+
+
+def _render_styles(world, labels, g):
+    ids = _random_concepts(world, labels.numel(), g)
+    return world.render(ids, g, labels)
+
+
+def _render_icons(world, labels, g):
+    colour = torch.tensor([COLOURS.index(c) for c, _ in ICON_CLASSES])[labels]
+    shape = torch.tensor([SHAPES.index(s) for _, s in ICON_CLASSES])[labels]
+    ids = _random_concepts(world, labels.numel(), g, shapes=shape, colours=colour)
+    low_res = torch.tensor([ALL_DOMAINS.index("mosaic"), ALL_DOMAINS.index("faded")])
+    return world.render(ids, g, low_res[_pick(labels.numel(), 2, g)])
+
+
+def _render_shades(world, labels, g):
+    n = labels.numel()
+    rgb = torch.tensor(list(SHADES.values()))[labels]
+    domains = _seen_domains(n, g)
+    image = world.canvas(domains, g)
+    image = world.paint(image, _random_concepts(world, n, g), domains, g, shapes=_pick(n, len(SHAPES), g),
+                        rgb=rgb, textures=torch.zeros(n, dtype=torch.long))
+    return world.finish(image, domains, g)
+
+
+def _render_counting(world, labels, g):
+    n = labels.numel()
+    domains = torch.tensor([DOMAINS.index("sketch"), DOMAINS.index("cartoon")])[_pick(n, 2, g)]
+    return world.render_group(_random_concepts(world, n, g), labels + 1, g, domains, scale=(0.16, 0.2))
+
+
+def _render_scenes(world, labels, g):
+    n = labels.numel()
+    domains = _seen_domains(n, g)
+    pair = torch.tensor([[SHAPES.index(a), SHAPES.index(b)] for a, b in SCENE_PAIRS])[labels]
+    swap = torch.rand(n, generator=g) < 0.5  # which shape is on the left
+    left, right = torch.where(swap, pair[:, 1], pair[:, 0]), torch.where(swap, pair[:, 0], pair[:, 1])
+    image = world.canvas(domains, g)
+    for side, shapes in ((-0.48, left), (0.48, right)):
+        centre = torch.stack([torch.full((n,), side), torch.zeros(n)]) + (torch.rand(2, n, generator=g) - 0.5) * 0.2
+        image = world.paint(image, _random_concepts(world, n, g, shapes=shapes), domains, g, scale=(0.3, 0.4),
+                            centre=centre)
+    return world.finish(image, domains, g)
+
+
+def _render_textures(world, labels, g):
+    n, size = labels.numel(), world.image_size
+    domains = _seen_domains(n, g)
+    rgb = _COLOUR_RGB[_pick(n, len(COLOURS), g)]
+    rgb = (rgb * (torch.rand(n, 1, generator=g) * 0.18 + 0.88)).clamp(0, 1)
+    dx, dy = world._gx.expand(n, size, size), world._gy.expand(n, size, size)
+    on = world.pattern(labels, dx, dy, g)
+    image = rgb[:, :, None, None] * (0.4 + 0.6 * on[:, None])
+    return world.finish(image, domains, g)
+
+
+SYNTH_TASKS: dict[str, SynthTask] = {t.name: t for t in (
+    SynthTask("counting", NUMBERS, ("a photo of {} objects.", "{} shapes.", "a drawing of {} things."),
+              _render_counting, "MNIST"),
+    SynthTask("icons", tuple(f"{c} {s}" for c, s in ICON_CLASSES),
+              ("a blurry photo of a {}.", "a low resolution photo of a {}.", "a photo of a {}."),
+              _render_icons, "CIFAR100"),
+    SynthTask("scenes", tuple(f"a {a} and a {b}" for a, b in SCENE_PAIRS),
+              ("a photo of {}.", "a scene with {}.", "a picture of {}."), _render_scenes, "SUN397"),
+    SynthTask("shades", tuple(SHADES), ("a photo of a {} object.", "a {} thing.", "a photo of something {}."),
+              _render_shades, "Aircraft"),
+    SynthTask("shapes", SHAPES, ("a photo of a {}.", "a drawing of a {}.", "a {} shape."), _render_shapes,
+              "Caltech101"),
+    SynthTask("styles", STYLE_NAMES, ("a {} of an object.", "a {}.", "an object as a {}."), _render_styles,
+              "EuroSAT"),
+    SynthTask("textures", ALL_TEXTURES, ("a photo of a {} texture.", "a {} pattern.", "a {} surface."),
+              _render_textures, "DTD"),
+)}
+ORDERS: dict[str, tuple[str, ...]] = {
+    "I": tuple(sorted(SYNTH_TASKS)),       # alphabetical, as MTIL's order I
+    "II": ("shades", "shapes", "counting", "textures", "styles", "icons", "scenes"),
+}
+
+
+def make_task_split(world: SyntheticWorld, task: SynthTask, n_per_class: int, split: str
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images and labels (sorted) of one dataset's split, deterministic from its key."""
+    generator = torch.Generator().manual_seed(
+        _split_seed("synth-mtil", task.name, world.seed, world.image_size, split, n_per_class))
+    labels = torch.arange(len(task.class_names)).repeat_interleave(n_per_class)
+    images = torch.empty(labels.numel(), 3, world.image_size, world.image_size, dtype=torch.uint8)
+    for start in range(0, labels.numel(), 2048):
+        images[start:start + 2048] = task.render(world, labels[start:start + 2048], generator)
+    return images, labels
