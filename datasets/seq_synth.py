@@ -42,7 +42,9 @@ class SequentialSynth(ContinualDataset):
     TEMPLATES = TEMPLATES
     MEAN = (0.5, 0.5, 0.5)
     STD = (0.25, 0.25, 0.25)
-    DEFAULTS = {"backbone": "small-cnn", "n_epochs": 1, "batch_size": 32, "lr": 0.05}
+    #: 5 epochs: on the eight-domain world one epoch of a from-scratch CNN learns a task to about 67 % only, and
+    #: ER with 500 images then ends at 12.25 % against SGD's 7.98 (seeds 0-1); with 5 epochs ER ends at 54.82 (seed 0)
+    DEFAULTS = {"backbone": "small-cnn", "n_epochs": 5, "batch_size": 32, "lr": 0.05}
     IMAGE_SIZE = 32
 
     def __init__(self, args, options=None):

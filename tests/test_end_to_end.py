@@ -11,8 +11,11 @@ import pytest
 
 from conftest import REPO, load_results, only_run_dir, run_main
 
-ER = ["--model", "er", "--dataset", "seq-synth", "--buffer_size", "200", "--seed", "0"]
-SGD = ["--model", "sgd", "--dataset", "seq-synth", "--seed", "0"]
+# The README's classic baselines on a smaller seq-synth (80 training, 20 test images per class; 5 epochs)
+ER = ["--model", "er", "--dataset", "seq-synth", "--buffer_size", "500", "--seed", "0",
+      "--synth_train_per_class", "80", "--synth_test_per_class", "20"]
+SGD = ["--model", "sgd", "--dataset", "seq-synth", "--seed", "0", "--synth_train_per_class", "80",
+       "--synth_test_per_class", "20"]
 # a smaller world for the tests that compare many methods
 SMALL = ["--dataset", "seq-synth", "--seed", "1", "--synth_train_per_class", "80",
          "--synth_test_per_class", "20", "--n_epochs", "2", "--quiet", "1"]
