@@ -23,3 +23,23 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fra
         return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def zscl_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+                ) -> torch.optim.lr_scheduler.LambdaLR:
+    """ZSCL's ``cosine_lr`` (``mtil/src/utils.py``): step ``s`` (0-based, before the update) uses
+    lr x (s + 1) / w during the ``w = warmup_steps`` warm-up steps, then lr x 0.5 x (1 + cos(pi (s - w) / (T - w))),
+    which is 0 at ``s = T = total_steps``. Step it once per iteration.
+
+    ZSCL runs T + 1 steps (``range(iterations + 1)``), the last one at lr 0, which changes no weight
+    (AdamW's update and its weight decay both scale with the lr): training T steps is the same run.
+    With ``w >= T`` the run ends inside the warm-up, as ZSCL's would.
+    """
+    total, warmup = max(int(total_steps), 1), int(warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min((step - warmup) / max(total - warmup, 1), 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -38,15 +38,18 @@ class DatasetView:
 
 class PreprocessedView(DatasetView):
     """Images through the model's deterministic preprocessing (e.g. CLIP's resize/crop/normalise)
-    instead of the dataset's augmentation and normalisation: what a model that encodes every batch
-    itself (no feature cache) receives."""
+    instead of the dataset's normalisation: what a model that encodes every batch itself (no feature
+    cache) receives. The dataset's batched training augmentation is dropped (a frozen encoder then sees
+    what its cached features would be made of) unless ``keep_augmentation`` (methods that train the
+    encoder); file-backed datasets always augment with their own PIL training transform."""
 
-    def __init__(self, dataset, preprocess):
+    def __init__(self, dataset, preprocess, keep_augmentation: bool = False):
         super().__init__(dataset)
         self.normalize = preprocess
+        self.keep_augmentation = keep_augmentation
 
     def train_augmentation(self):
-        return None
+        return self.dataset.train_augmentation() if self.keep_augmentation else None
 
 
 class EncodedView(DatasetView):

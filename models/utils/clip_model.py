@@ -96,11 +96,16 @@ class ClipModel(ContinualModel):
                 feats.append(self.clip.encode_text(self.clip.tokenize(texts[start:start + 256])).float())
         return torch.cat(feats)
 
+    def prompt_features(self, texts: list[str]) -> Tensor:
+        """Text features (not normalised) of ``texts`` from the frozen text encoder, through the text cache.
+        Methods that train the text encoder override this (the cache holds the pretrained encoder's)."""
+        return self.text_cache.get(texts, self.encode_prompts)
+
     def zero_shot_weights(self, labels: range | list[int] | None = None) -> Tensor:
         """(C, D) classifier: per class, the mean of its L2-normalised template embeddings, re-normalised."""
         labels = list(range(self.n_classes)) if labels is None else list(labels)
         texts, owner = self.prompts(labels)
-        feats = F.normalize(self.text_cache.get(texts, self.encode_prompts).to(self.device), dim=-1)
+        feats = F.normalize(self.prompt_features(texts).to(self.device), dim=-1)
         owner_t = torch.tensor(owner, device=self.device)
         sums = torch.zeros(len(labels), feats.shape[1], device=self.device).index_add_(0, owner_t, feats)
         return F.normalize(sums, dim=-1)

@@ -1,0 +1,49 @@
+"""Continual fine-tuning of CLIP ("Continual-FT" of ZSCL, Zheng et al., ICCV 2023): the MTIL framework's
+``--method finetune`` (``mtil/src/models/finetune.py``, run by ``mtil/scripts/finetune.sh``), task after task
+with no memory and no regulariser. The lower bound of the ZSCL family, and its common machinery
+(``models/utils/finetune_clip.py``, which documents every mode and parameter in detail).
+
+Each task: ``--n_iters`` steps (ZSCL: 1000, with data cycled) of cross-entropy with label smoothing ``--ls``
+(ZSCL's scripts: 0.2) on ``100 * cos(image, text)``, where the text is each class's name in its task's first
+template; AdamW (``--lr``, ZSCL 1e-5; betas 0.9/0.999; ``--optim_wd``, ZSCL 0), stepped every iteration by ZSCL's
+``cosine_lr`` (``--warmup_iters`` 100 linear warm-up steps, then cosine to 0 at the task's last step). Evaluation
+scores every class with the current text encoder and all templates of the class's task, so ``--eval_future 1``
+(MTIL's Transfer) works.
+
+Options:
+- ``--train_mode whole|image|text|image-fc|image-fc-fixed|fc`` (default whole): what trains. whole: both encoders;
+  image: the image encoder (``visual.*``); text: the text encoder (``token_embedding``, ``positional_embedding``,
+  ``transformer.*``, ``ln_final``, ``text_projection``); image-fc: the image encoder and a linear head (``head``)
+  over normalised image features for all classes, initialised as 100 x the zero-shot classifier; image-fc-fixed: the
+  image encoder under that head, frozen; fc: the head only. ``logit_scale`` never trains (the scale is 100).
+- ``--ls`` label smoothing (default 0.0), ``--warmup_iters`` (default 100).
+
+The recipe of ``mtil/scripts/finetune.sh`` is ``models/config/finetune.yaml``'s ``mtil`` section
+(``--model_config best``).
+
+Deviations from the reference:
+- Training classes on class-IL benchmarks: ZSCL's MTIL trains each task against its own classes only (and so
+  does this method on task-IL sequences such as ``mtil``); on class-IL benchmarks (seq-synth, CIFAR) the loss
+  ranks every class seen so far, as the other class-IL methods here do.
+- ``--train_mode text`` trains the text encoder: ZSCL computed the text classifier once before the loop (under
+  ``no_grad``, with every template, transposed), so its text mode had no gradient path to the text encoder
+  (and a shape mismatch); here the first-template prompts are re-encoded with gradients every step, as in
+  ``whole``.
+- The fc modes are in the framework's README but not in ZSCL's ``finetune.py`` (its ``finetune_fc.py`` is dead
+  code); the head is WiSE-FT's zero-shot ``ClassificationHead`` (normalised input, weight = logit scale x the
+  template-ensemble classifier, zero bias), which ZSCL's ``modeling.py`` comes from.
+- The logit scale is 100 (``ZERO_SHOT_SCALE``) for every backbone: ZSCL uses the model's never-trained
+  ``logit_scale.exp()``, which is 100 for OpenAI weights (micro-clip's own is 37.9).
+- ZSCL runs ``iterations + 1`` steps, the last at lr 0 (no weight changes); ``--n_iters N`` runs N, the same
+  weights. One lr for every task: ZSCL's MTIL script raises it to 5e-5 for Aircraft and MNIST.
+- CLIP stays in eval mode while it trains (ZSCL's ``model.train()`` only changes BatchNorm statistics, of
+  RN50-family backbones); no DataParallel; ``--precision`` autocast where ZSCL trains in fp32 (``--precision
+  fp32`` matches it).
+- The text tower's frozen modes (image, image-fc*) encode the training prompts once per task instead of every
+  step (the same features).
+"""
+from models.utils.finetune_clip import FinetuneClipModel
+
+
+class Finetune(FinetuneClipModel):
+    NAME = "finetune"

@@ -1,0 +1,239 @@
+"""``FinetuneClipModel``: the shared base of methods that fine-tune CLIP itself, as the MTIL framework of
+ZSCL does (``mtil/src/models/finetune.py``): ``finetune`` now, and the ZSCL family (lwf-clip, zscl,
+icarl-clip, WiSE-FT) on top of it.
+
+What it owns, so that a subclass only adds its own loss terms or weight merges:
+
+- ``--train_mode``: which parameters train (``TRAIN_MODES``). The image tower is every open_clip parameter
+  under ``visual.``; the text tower is every other CLIP parameter (``token_embedding``, ``positional_embedding``,
+  ``transformer.*``, ``ln_final``, ``text_projection``) except the temperature ``logit_scale`` (and
+  ``logit_bias`` where a model has one), which no mode trains. ``ClipBackbone`` freezes everything; this class
+  unfreezes exactly what the mode trains, and the optimizer sees exactly those parameters.
+
+  ============== ============ =========== ================================================
+  mode           image tower  text tower  classifier
+  ============== ============ =========== ================================================
+  whole          trained      trained     text features (first template), re-encoded every step
+  image          trained      frozen      text features (first template), fixed
+  text           frozen       trained     text features (first template), re-encoded every step
+  image-fc       trained      frozen      linear head, trained
+  image-fc-fixed trained      frozen      linear head, frozen
+  fc             frozen       frozen      linear head, trained (a linear probe)
+  ============== ============ =========== ================================================
+
+- the linear head (``head``, fc modes only): ``Linear(D, n_classes)`` over L2-normalised image features for
+  every class of the dataset, initialised as WiSE-FT/ZSCL's ``ClassificationHead``: weight = 100 x the
+  zero-shot template-ensemble classifier, bias 0, so at step 0 the fc modes score exactly as zero-shot CLIP.
+- the training loss (``train_loss``, subclasses add terms): cross-entropy with label smoothing ``--ls`` on
+  ``100 * f_img @ f_txt.T``, the text features being each training class's name in its task's FIRST template
+  (re-encoded with gradients every step when the text tower trains), or on the head's logits. The training
+  classes (``train_classes``) are the current task's on task-IL sequences of datasets (``SETTING ==
+  'task-il'``, e.g. MTIL, as ZSCL), and every class seen so far on class-IL benchmarks (seq-synth, CIFAR).
+- evaluation (``forward``): logits over ALL classes, from the current text encoder with every template of each
+  class's task (mean of the L2-normalised template embeddings, re-normalised, as ZSCL's evaluation and
+  ``ClipModel.zero_shot_weights``), or the head in fc modes. The classifier is computed without gradients once
+  and kept until the weights change: ``backward_and_step`` and ``load_state_dict`` drop it; a subclass that
+  changes weights any other way (a weight merge) calls ``weights_changed()``.
+- the logit scale is always ``ZERO_SHOT_SCALE`` (100, OpenAI CLIP's trained value, which ZSCL reads from its
+  never-trained ``logit_scale``), whatever the backbone's own ``logit_scale`` is.
+- the optimisation: the run's optimizer (AdamW by default, betas 0.9/0.999, ``--optim_wd``) over the trained
+  parameters, rebuilt every task (``meta_begin_task``), stepped every iteration by ZSCL's ``cosine_lr``
+  (``utils.schedulers.zscl_cosine``: ``--warmup_iters`` linear warm-up, cosine to 0 at the task's last step,
+  ``--n_iters`` or the task's epochs x batches); ``--lr_scheduler`` and ``--scheduler_mode`` do not apply.
+- the input: when the image tower is frozen (``text``, ``fc``) cached image features (``--feature_cache``);
+  when it trains, CLIP-preprocessed images with the dataset's training augmentation and no cache.
+
+CLIP stays in eval mode (``ClipBackbone.train``): no dropout or BatchNorm statistics change while it trains.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from datasets.utils.views import PreprocessedView
+from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from utils.options import option
+from utils.schedulers import zscl_cosine
+
+
+@dataclass(frozen=True)
+class TrainMode:
+    image: bool            # the image tower trains
+    text: bool             # the text tower trains
+    head: bool             # logits come from the linear head instead of text features
+    head_trains: bool = False
+
+
+#: ZSCL's ``--train-mode`` values (the MTIL framework's README): what each one trains.
+TRAIN_MODES: dict[str, TrainMode] = {
+    "whole": TrainMode(image=True, text=True, head=False),
+    "image": TrainMode(image=True, text=False, head=False),
+    "text": TrainMode(image=False, text=True, head=False),
+    "image-fc": TrainMode(image=True, text=False, head=True, head_trains=True),
+    "image-fc-fixed": TrainMode(image=True, text=False, head=True, head_trains=False),
+    "fc": TrainMode(image=False, text=False, head=True, head_trains=True),
+}
+
+#: CLIP parameters no mode trains (ZSCL leaves ``logit_scale`` out of its optimizer).
+NEVER_TRAINED = ("logit_scale", "logit_bias")
+
+
+def clip_tower(name: str) -> str | None:
+    """``'image'``, ``'text'`` or ``None`` (never trained) for a parameter name of an open_clip model."""
+    if name in NEVER_TRAINED:
+        return None
+    return "image" if name.startswith("visual.") else "text"
+
+
+@dataclass
+class FinetuneOptions:
+    train_mode: str = option("whole", "what trains: whole (image + text encoders), image, text, image-fc (image "
+                             "encoder + a linear head initialised from the zero-shot classifier), image-fc-fixed "
+                             "(image encoder, head frozen), fc (the head only: a linear probe)",
+                             choices=tuple(TRAIN_MODES))
+    ls: float = option(0.0, "label smoothing of the cross-entropy (ZSCL's scripts use 0.2)", min=0.0, max=0.99)
+    warmup_iters: int = option(100, "linear warm-up steps of the per-iteration schedule (step s uses "
+                               "lr * (s + 1) / warmup_iters), then cosine to 0 at the task's last step", min=0)
+
+
+def zero_shot_head(weights: Tensor) -> nn.Linear:
+    """WiSE-FT's ``ClassificationHead`` on normalised features: weight = 100 x the (C, D) zero-shot classifier,
+    bias 0, so that its logits equal zero-shot CLIP's."""
+    head = nn.Linear(weights.shape[1], weights.shape[0], device=weights.device)
+    with torch.no_grad():
+        head.weight.copy_(ZERO_SHOT_SCALE * weights)
+        head.bias.zero_()
+    return head
+
+
+class FinetuneClipModel(ClipModel):
+    Options: ClassVar[type] = FinetuneOptions
+    #: no memory unless a subclass replays (icarl-clip sets REQUIRES_BUFFER)
+    SUPPORTS_BUFFER: ClassVar[bool] = False
+    DEFAULTS: ClassVar[dict] = {"backbone": "micro-clip", "optimizer": "adamw", "lr": 1e-5, "batch_size": 64}
+
+    # ---- network and data --------------------------------------------------------------------
+    @classmethod
+    def train_mode_of(cls, options) -> TrainMode:
+        return TRAIN_MODES[(options if options is not None else cls.Options()).train_mode]
+
+    @classmethod
+    def image_encoder_frozen(cls, options) -> bool:
+        return not cls.train_mode_of(options).image
+
+    @classmethod
+    def input_view(cls, dataset, backbone, args, device, options=None):
+        if cls.image_encoder_frozen(options):
+            return super().input_view(dataset, backbone, args, device, options)
+        return PreprocessedView(dataset, backbone.preprocess, keep_augmentation=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mode = self.train_mode_of(self.opts)
+        trains = {"image": self.mode.image, "text": self.mode.text, None: False}
+        for name, p in self.clip.model.named_parameters():
+            p.requires_grad_(trains[clip_tower(name)])
+        if self.mode.head:
+            self.head = zero_shot_head(self.zero_shot_weights())
+            self.head.requires_grad_(self.mode.head_trains)
+        self._classifier: Tensor | None = None           # the evaluation classifier while weights are unchanged
+        self._train_text: dict[tuple[int, int], Tensor] = {}   # tokens (text trains) or features (frozen text)
+
+    def trained_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters this mode trains, by name (``net.model.visual...``, ``head.weight``, ...)."""
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def get_parameters(self):
+        return list(self.trained_parameters().values())
+
+    def get_scheduler(self, steps_per_epoch: int, n_epochs: int):
+        total = self.args.n_iters if self.args.n_iters is not None else steps_per_epoch * n_epochs
+        return zscl_cosine(self.optimizer, total, self.opts.warmup_iters)
+
+    @property
+    def scheduler_mode(self) -> str:
+        return "iter"
+
+    def image_features(self, x: Tensor) -> Tensor:
+        """Cached features pass through; images go through the image encoder, with gradients if it trains."""
+        if x.ndim == 2 or not self.mode.image:
+            return super().image_features(x)
+        return self.clip.encode_image(x).float()
+
+    # ---- text --------------------------------------------------------------------------------
+    def prompt_features(self, texts: list[str]) -> Tensor:
+        if self.mode.text:                      # the cache holds the pretrained text encoder's features
+            return self.encode_prompts(texts)
+        return super().prompt_features(texts)
+
+    def train_classes(self) -> tuple[int, int]:
+        """``[lo, hi)``: the labels the training loss ranks (the current task's on task-IL sequences of
+        datasets, as ZSCL's MTIL; every class seen so far on class-IL benchmarks)."""
+        lo = self.n_past_classes if self.dataset.SETTING == "task-il" else 0
+        return lo, self.n_seen_classes
+
+    def train_prompts(self, lo: int, hi: int) -> list[str]:
+        """Each class's name in the FIRST template of its task (what ZSCL trains with)."""
+        return [self.class_templates(c)[0].format(self.dataset.class_names[c]) for c in range(lo, hi)]
+
+    def train_text_features(self, lo: int, hi: int) -> Tensor:
+        """(hi - lo, D) normalised text features of the training prompts: re-encoded with gradients on every
+        call when the text tower trains (its tokens are kept), computed once when it is frozen."""
+        key = (lo, hi)
+        if key not in self._train_text:
+            texts = self.train_prompts(lo, hi)
+            self._train_text[key] = self.clip.tokenize(texts) if self.mode.text else \
+                F.normalize(self.prompt_features(texts).to(self.device), dim=-1)
+        if not self.mode.text:
+            return self._train_text[key]
+        return F.normalize(self.clip.encode_text(self._train_text[key]).float(), dim=-1)
+
+    def eval_classifier(self) -> Tensor:
+        """(C, D) template-ensemble classifier of every class from the current text encoder (kept until the
+        weights change)."""
+        if self._classifier is None:
+            with torch.no_grad():
+                self._classifier = self.zero_shot_weights()
+        return self._classifier
+
+    def weights_changed(self) -> None:
+        """Forget what was computed from the weights (the evaluation classifier)."""
+        self._classifier = None
+
+    # ---- training and evaluation -------------------------------------------------------------
+    def train_logits(self, inputs: Tensor) -> tuple[Tensor, int]:
+        """Logits of a training batch over the training classes, and the first training label."""
+        lo, hi = self.train_classes()
+        f = F.normalize(self.image_features(inputs), dim=-1)
+        if self.mode.head:
+            return F.linear(f, self.head.weight[lo:hi], self.head.bias[lo:hi]), lo
+        return ZERO_SHOT_SCALE * f @ self.train_text_features(lo, hi).T, lo
+
+    def train_loss(self, inputs: Tensor, labels: Tensor) -> Tensor:
+        logits, lo = self.train_logits(inputs)
+        return F.cross_entropy(logits.float(), labels - lo, label_smoothing=self.opts.ls)
+
+    def observe(self, inputs, labels, not_aug_inputs, epoch=None):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.train_loss(inputs, labels)
+        self.backward_and_step(loss)
+        return loss.item()
+
+    def backward_and_step(self, loss: Tensor) -> None:
+        super().backward_and_step(loss)
+        self.weights_changed()
+
+    def load_state_dict(self, *args, **kwargs):
+        result = super().load_state_dict(*args, **kwargs)
+        self.weights_changed()
+        return result
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = F.normalize(self.image_features(x), dim=-1)
+        if self.mode.head:
+            return self.head(f)
+        return ZERO_SHOT_SCALE * f @ self.eval_classifier().T
