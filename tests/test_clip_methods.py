@@ -19,7 +19,7 @@ def cache_dir(tmp_path_factory):
 
 
 def run(tmp_path, cache_dir, *argv):
-    out = run_main([*argv, *FAST, "--feature_cache", str(cache_dir)], tmp_path)
+    out = run_main([*argv, *FAST, "--feature_cache", str(cache_dir)], tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr
     return load_results(only_run_dir(tmp_path / "results"))
 
