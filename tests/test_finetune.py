@@ -17,6 +17,7 @@ from datasets.utils.views import EncodedView, PreprocessedView
 from models import get_model_class
 from models.finetune import Finetune
 from models.utils.finetune_clip import TRAIN_MODES
+from utils.atomic import load_torch
 from utils.config import parse_config
 from utils.experiment import run_experiment
 from utils.results import RunRecorder
@@ -229,7 +230,7 @@ def test_end_to_end_and_resume_after_stop_after_is_identical(tmp_path):
     part = run_main([*argv, "--stop_after", "1", "--results_path", str(tmp_path / "part")], tmp_path)
     assert part.returncode == 0, part.stderr[-3000:]
     run = only_run_dir(tmp_path / "part")
-    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)["model"]["model"]
+    checkpoint = load_torch(run / "checkpoint.pt", map_location="cpu")["model"]["model"]
     pretrained = Finetune.create_backbone("micro-clip", None, parse_config(argv)[0].net).state_dict()
     key = "visual.transformer.resblocks.0.attn.in_proj_weight"
     assert not torch.equal(checkpoint[f"net.model.{key}"], pretrained[f"model.{key}"])   # trained CLIP is saved
