@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -300,29 +299,10 @@ def conceptual_captions(path: str | Path, n: int | None = None, seed: int = 0) -
 
 
 def synth_pretraining_captions() -> list[str]:
-    """Every distinct caption ``SyntheticWorld.caption`` writes for the pretraining concepts, in a fixed order
-    (concept, then domain, then phrasing).
-
-    If the world module offers ``pretraining_captions`` (a ``SyntheticWorld`` method or a module function,
-    taking the world or nothing), its list is used. Otherwise the captions are enumerated through the public
-    ``caption(concept, domain, generator)``: what it draws from the generator (the phrasing) does not depend on
-    the concept, so generators seeded to make each distinct draw (found by probing seeds on one concept) give
-    every caption of every concept and domain, written by the world itself.
-    """
-    from datasets.utils import synthetic_world as sw
-    world = sw.SyntheticWorld(0)           # captions depend on no world seed
-    hook = getattr(world, "pretraining_captions", None) or getattr(sw, "pretraining_captions", None)
-    if hook is not None:
-        needs_world = any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                          for p in inspect.signature(hook).parameters.values())
-        return list(dict.fromkeys(hook(world) if needs_world else hook()))
-    concepts = world.pretrain_concepts()
-    seeds: dict[str, int] = {}
-    for s in range(2048):                  # a choice of probability 1/60 is missed with P < 1e-14
-        seeds.setdefault(world.caption(concepts[0], 0, torch.Generator().manual_seed(s)), s)
-    phrasings = list(seeds.values())
-    return list(dict.fromkeys(world.caption(c, d, torch.Generator().manual_seed(s))
-                              for c in concepts for d in range(len(sw.DOMAINS)) for s in phrasings))
+    """Every distinct caption of micro-clip's pretraining corpus, in the world's fixed order
+    (``SyntheticWorld.pretraining_captions``; captions depend on no world seed)."""
+    from datasets.utils.synthetic_world import SyntheticWorld
+    return SyntheticWorld(0).pretraining_captions()
 
 
 def virtual_vocabulary(n: int = RANDOM_SENTENCES, length: int = RANDOM_LENGTH, seed: int = 0) -> Tensor:

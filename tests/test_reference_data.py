@@ -10,9 +10,7 @@ from open_clip.tokenizer import SimpleTokenizer
 
 from datasets import reference
 from datasets.reference import (BPE_EOT, BPE_SOT, CC_VALIDATION_TSV, REFERENCE_IMAGES, REFERENCE_SENTENCES,
-                                create_reference_images, create_reference_sentences, synth_pretrain_images,
-                                synth_pretraining_captions)
-from datasets.utils import synthetic_world
+                                create_reference_images, create_reference_sentences, synth_pretrain_images)
 from datasets.utils.synthetic_world import DOMAINS, SyntheticWorld
 from fakes.imagenet_family import IMAGENET_WNIDS, write_imagenet
 from utils.errors import UserError
@@ -128,23 +126,13 @@ def test_synth_captions_name_pretraining_concepts_only_and_are_deterministic():
     check_synth_captions(captions)
     assert captions == list(create_reference_sentences("synth-captions").texts)
     assert refs.describe() == create_reference_sentences("synth-captions").describe()
-    if hasattr(SyntheticWorld, "pretraining_captions"):                     # the world's own list is used
-        assert captions == list(dict.fromkeys(WORLD.pretraining_captions()))
+    assert captions == WORLD.pretraining_captions()                        # the world's own list is used
     some = create_reference_sentences("synth-captions", n=50, seed=2)
     assert len(some) == 50 and set(some.texts) <= set(captions)
     assert some.texts == create_reference_sentences("synth-captions", n=50, seed=2).texts
     assert some.texts != create_reference_sentences("synth-captions", n=50, seed=3).texts
     tokens = refs.tokens(SimpleTokenizer(context_length=16))
     assert tokens.shape == (len(captions), 16) and (tokens[:, 0] == BPE_SOT).all()
-
-
-def test_synth_captions_without_the_world_helper(monkeypatch):
-    hooked = set(synth_pretraining_captions())
-    monkeypatch.delattr(SyntheticWorld, "pretraining_captions", raising=False)
-    monkeypatch.delattr(synthetic_world, "pretraining_captions", raising=False)
-    captions = synth_pretraining_captions()
-    check_synth_captions(captions)                       # enumerated through caption() alone
-    assert set(captions) <= hooked and captions == synth_pretraining_captions()
 
 
 # ---- conceptual_captions ---------------------------------------------------------------------------------

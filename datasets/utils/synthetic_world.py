@@ -388,9 +388,12 @@ class SyntheticWorld:
         if generator is not None:
             k = int(torch.randint(len(_CAPTION_PHRASES), (1,), generator=generator))
             naming = int(torch.multinomial(_NAMING_WEIGHTS, 1, generator=generator))
+        return self._phrase(k, concept_id, domain, count, naming), naming
+
+    def _phrase(self, phrase: int, concept_id: int, domain: int, count: int, naming: int) -> str:
         name = self.concept_name(concept_id, naming, plural=count > 1)
         article = NUMBERS[count - 1] if count > 1 else ("an" if name[0] in "aeiou" else "a")
-        return _CAPTION_PHRASES[k].format(d=ALL_DOMAINS[int(domain)], n=name, a=article), naming
+        return _CAPTION_PHRASES[phrase].format(d=ALL_DOMAINS[int(domain)], n=name, a=article)
 
     def concept_name(self, concept_id: int, naming: int = 0, plural: bool = False) -> str:
         """The concept's name as ``NAMINGS[naming]`` says (full, without texture/colour, or the shape)."""
@@ -427,9 +430,7 @@ class SyntheticWorld:
             for domain in range(len(DOMAINS)):
                 for count in range(1, MAX_PRETRAIN_COUNT + 1):
                     for naming in range(len(NAMINGS)):
-                        name = self.concept_name(cid, naming, plural=count > 1)
-                        article = NUMBERS[count - 1] if count > 1 else ("an" if name[0] in "aeiou" else "a")
-                        out.extend(p.format(d=DOMAINS[domain], n=name, a=article) for p in _CAPTION_PHRASES)
+                        out.extend(self._phrase(k, cid, domain, count, naming) for k in range(len(_CAPTION_PHRASES)))
         return list(dict.fromkeys(out))
 
     # ------------------------------------------------------------ rendering
