@@ -83,9 +83,7 @@ class MTIL(SequenceDataset):
 
     def __init__(self, args, options=None):
         options = options if options is not None else MTILOptions()
-        if args.class_order == "seed1993":
-            raise UserError("--class_order seed1993 permutes all classes together, which would move classes between "
-                            "MTIL's datasets: use native, random (within each dataset) or a file")
+        self.refuse_global_class_order(args)
         names = list(ORDERS[options.mtil_order])
         if options.mtil_eval_cifar10:
             if not args.eval_future or args.stop_after != len(names):

@@ -18,7 +18,6 @@ import torch
 from datasets.utils.continual_dataset import ContinualDataset
 from datasets.utils.synthetic_tasks import ORDERS, SYNTH_TASKS, make_task_split
 from datasets.utils.synthetic_world import SyntheticWorld
-from utils.errors import UserError
 from utils.options import option
 
 
@@ -44,9 +43,7 @@ class SynthMTIL(ContinualDataset):
 
     def __init__(self, args, options=None):
         options = options if options is not None else SynthMTILOptions()
-        if args.class_order == "seed1993":
-            raise UserError("--class_order seed1993 permutes all classes together, which would move classes between "
-                            "synth-mtil's datasets: use native, random (within each dataset) or a file")
+        self.refuse_global_class_order(args)
         self.world = SyntheticWorld(seed=options.synth_world_seed, image_size=self.IMAGE_SIZE)
         self.task_names = list(ORDERS[options.mtil_order])
         self.tasks = [SYNTH_TASKS[n] for n in self.task_names]

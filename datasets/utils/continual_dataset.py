@@ -71,6 +71,14 @@ class ContinualDataset:
         self.normalize = Normalize(self.MEAN, self.STD)
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
 
+    @classmethod
+    def refuse_global_class_order(cls, args: RunOptions) -> None:
+        """Sequences of datasets call this first (before building their sources): ``seed1993`` permutes all
+        classes together and would move classes between the datasets."""
+        if args.class_order == "seed1993":
+            raise UserError(f"--class_order seed1993 permutes all classes together, which would move classes between "
+                            f"{cls.NAME}'s datasets: use native, random (within each dataset) or a file")
+
     # ---- what a subclass provides ------------------------------------------------------------
     def native_class_names(self) -> Sequence[str]:
         """Readable class names in the dataset's native label order."""
