@@ -21,14 +21,15 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def option(default: Any, help: str, *, choices: Sequence[Any] | None = None,
-           min: float | None = None, max: float | None = None) -> Any:
+           min: float | None = None, max: float | None = None, bare: Any = None) -> Any:
     """A dataclass field that is also a command-line option.
 
     ``choices`` restricts the value to a set; ``min``/``max`` bound numbers (inclusive).
-    List defaults are copied per instance.
+    List defaults are copied per instance. ``bare`` is the value of the flag given without one
+    (``--wise_merge`` alone = ``--wise_merge 0.8``); a boolean flag given alone is always true.
     """
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None,
-            "min": min, "max": max}
+            "min": min, "max": max, "bare": bare}
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -158,9 +159,13 @@ def add_to_parser(group: argparse._ActionsContainer, cls: type, defaults: Mappin
             extra = f" {{{','.join(map(str, f.metadata['choices']))}}}"
         elif f.metadata.get("min") is not None or f.metadata.get("max") is not None:
             extra = f" range {_range(f.metadata.get('min'), f.metadata.get('max'))}"
+        bare = True if kind.base is bool and not kind.is_list else f.metadata.get("bare")
+        if bare is not None:
+            extra += f"; alone: {bare}"
         help_text = f"{f.metadata.get('help', '')}{extra} (default: {default})".replace("%", "%%")
         group.add_argument(f"--{f.name}", dest=f.name, default=argparse.SUPPRESS,
-                           nargs="+" if kind.is_list else None, metavar=kind.base.__name__.upper(),
+                           nargs="+" if kind.is_list else "?" if bare is not None else None,
+                           const=None if bare is None else str(bare), metavar=kind.base.__name__.upper(),
                            help=help_text)
 
 
