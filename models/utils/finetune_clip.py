@@ -42,6 +42,33 @@ What it owns, so that a subclass only adds its own loss terms or weight merges:
   ``--n_iters`` or the task's epochs x batches); ``--lr_scheduler`` and ``--scheduler_mode`` do not apply.
 - the input: when the image tower is frozen (``text``, ``fc``) cached image features (``--feature_cache``);
   when it trains, CLIP-preprocessed images with the dataset's training augmentation and no cache.
+- the weight-space options of ZSCL's framework (``models/utils/weight_space.py``), on the weights of CLIP and the
+  head (``weights_module()``: parameters and persistent buffers, paired by name, never by position), so every
+  subclass (zscl, lwf-clip) has them; a subclass changes their defaults by redefining the fields:
+
+  - ``--wise_merge a`` (off by default; alone: 0.8, ZSCL's ``WiSE_finetune.sh``) with ``--wise_ft_model
+    prev|zeroshot``: at the end of each task ``theta <- a * theta_task + (1 - a) * theta_ref``, the reference being
+    the weights at the start of the task (zero-shot CLIP on the first) or zero-shot CLIP.
+  - ``--we`` with ``--avg_freq N`` (100): ZSCL's weight ensemble, a uniform running mean that starts as the task's
+    starting weights and adds a snapshot after the steps 0, N, 2N, ... and after the task's last step when the
+    number of steps is a multiple of N (ZSCL runs ``iterations + 1`` steps, the last one at lr 0, so its final
+    snapshot is the final weights); at the end of the task the model BECOMES the mean (what is evaluated, saved
+    and trained next).
+  - ``--we_wise a`` (alone: 0.98): WE-WiSE, the same ensemble where after each snapshot the mean is pulled toward
+    the task's starting weights, ``mean <- a * mean + (1 - a) * theta_start`` (an exponential, not uniform, mix).
+  - ``--moving_avg d`` (alone: 0.999) with ``--mv_avg_model n|t|zeroshot``: at the same iterations the TRAINING
+    weights are pulled toward an anchor, ``theta <- d * theta + (1 - d) * anchor``, the anchor being the task's
+    starting weights (n), zero-shot CLIP (zeroshot), or the training weights just before the previous pull (t).
+    Not an EMA teacher: an EMA keeps a second copy that follows the trained weights, which themselves never move
+    back; here the trained weights are moved back, and they are the task's model.
+  - ``--l2 l``: the loss gets ``l * sum ||theta - theta_start||^2`` over the trained parameters (sum reduction, no
+    1/2; theta_start: the weights at the start of the task, zero-shot CLIP on the first, as ZSCL's ``l2_model``).
+
+  At the end of a task the ensemble is applied first, then the WiSE merge (on the ensemble). ``--we``,
+  ``--we_wise`` and ``--moving_avg`` exclude one another. The state they keep (starting weights, running mean,
+  anchor) lives within one task and is rebuilt at the next task's start: checkpoints, written between tasks,
+  hold the final (merged) model, so a resumed run is identical. Zero-shot CLIP is the backbone's weights when
+  the model is built.
 
 CLIP stays in eval mode (``ClipBackbone.train``): no dropout or BatchNorm statistics change while it trains.
 """
@@ -56,6 +83,8 @@ from torch import Tensor, nn
 
 from datasets.utils.views import PreprocessedView
 from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from models.utils.weight_space import AnchorPull, WeightEnsemble, l2_penalty, merge_into, snapshot
+from utils.errors import UserError
 from utils.options import option
 from utils.schedulers import zscl_cosine
 
@@ -98,6 +127,26 @@ class FinetuneOptions:
     ls: float = option(0.0, "label smoothing of the cross-entropy (ZSCL's scripts use 0.2)", min=0.0, max=0.99)
     warmup_iters: int = option(100, "linear warm-up steps of the per-iteration schedule (step s uses "
                                "lr * (s + 1) / warmup_iters), then cosine to 0 at the task's last step", min=0)
+    # weight-space options (ZSCL's framework): see the module docstring
+    wise_merge: float | None = option(None, "WiSE-FT at the end of each task: theta <- a * theta_task + (1 - a) * "
+                                      "theta_ref (--wise_ft_model); off when absent, 0.8 in ZSCL's script",
+                                      min=0.0, max=1.0, bare=0.8)
+    wise_ft_model: str = option("prev", "the reference of --wise_merge: prev (the weights at the start of the task, "
+                                "zero-shot CLIP on the first) or zeroshot", choices=("prev", "zeroshot"))
+    we: bool = option(False, "weight ensemble (ZSCL): the task's model is the uniform mean of its starting weights "
+                      "and a snapshot every --avg_freq iterations")
+    avg_freq: int = option(100, "iterations between the snapshots of --we/--we_wise and the pulls of --moving_avg",
+                           min=1)
+    we_wise: float | None = option(None, "WE-WiSE: the --we mean is pulled toward the task's starting weights after "
+                                   "each snapshot, mean <- a * mean + (1 - a) * theta_start; off when absent",
+                                   min=0.0, max=1.0, bare=0.98)
+    moving_avg: float | None = option(None, "every --avg_freq iterations pull the training weights toward "
+                                      "--mv_avg_model, theta <- d * theta + (1 - d) * anchor (not an EMA teacher); "
+                                      "off when absent", min=0.0, max=1.0, bare=0.999)
+    mv_avg_model: str = option("n", "the anchor of --moving_avg: n (the task's starting weights), t (the training "
+                               "weights before the previous pull) or zeroshot", choices=("n", "t", "zeroshot"))
+    l2: float = option(0.0, "adds l2 * sum ||theta - theta_start||^2 over the trained parameters (theta_start: the "
+                       "weights at the start of the task); ZSCL: 1", min=0.0)
 
 
 def zero_shot_head(weights: Tensor) -> nn.Linear:
@@ -142,6 +191,26 @@ class FinetuneClipModel(ClipModel):
             self.head.requires_grad_(self.mode.head_trains)
         self._classifier: Tensor | None = None           # the evaluation classifier while weights are unchanged
         self._train_text: dict[tuple[int, int], Tensor] = {}   # tokens (text trains) or features (frozen text)
+        o = self.opts
+        averages = [flag for flag, on in (("--we", o.we), ("--we_wise", o.we_wise is not None),
+                                          ("--moving_avg", o.moving_avg is not None)) if on]
+        if len(averages) > 1:
+            raise UserError(f"{' and '.join(averages)} exclude one another: pass one of them")
+        wants_zero_shot = (o.wise_merge is not None and o.wise_ft_model == "zeroshot") or \
+            (o.moving_avg is not None and o.mv_avg_model == "zeroshot")
+        self._zero_shot_state = snapshot(self.weights_module()) if wants_zero_shot else None
+        self._start_state: dict[str, Tensor] | None = None    # the task's starting weights (L2, WiSE prev)
+        self._ensemble: WeightEnsemble | None = None
+        self._pull: AnchorPull | None = None
+        self._task_steps = 0
+
+    def weights_module(self) -> nn.Module:
+        """What the weight-space options merge: CLIP (``net``) and the head in fc modes, named as in this model's
+        ``state_dict`` (``net.model.visual...``, ``head.weight``)."""
+        modules = {"net": self.net}
+        if self.mode.head:
+            modules["head"] = self.head
+        return nn.ModuleDict(modules)
 
     def trained_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters this mode trains, by name (``net.model.visual...``, ``head.weight``, ...)."""
@@ -224,8 +293,50 @@ class FinetuneClipModel(ClipModel):
         return loss.item()
 
     def backward_and_step(self, loss: Tensor) -> None:
+        """The one place a training step happens: adds the ``--l2`` penalty to ``loss``, steps, then runs the
+        averaging of ``--we``/``--we_wise``/``--moving_avg`` when the step's index is a multiple of ``--avg_freq``."""
+        if self.opts.l2 > 0:
+            loss = loss + self.opts.l2 * l2_penalty(self.weights_module(), self._start_state)
         super().backward_and_step(loss)
         self.weights_changed()
+        self._average_at(self._task_steps)
+        self._task_steps += 1
+
+    # ---- weight space ------------------------------------------------------------------------
+    def begin_task(self, dataset) -> None:
+        """Keep what this task's weight-space options need from its starting weights."""
+        o, weights = self.opts, self.weights_module()
+        wants_start = o.l2 > 0 or (o.wise_merge is not None and o.wise_ft_model == "prev")
+        self._start_state = snapshot(weights) if wants_start else None
+        self._task_steps = 0
+        if o.we or o.we_wise is not None:
+            fixed = weights if o.we_wise is not None else None
+            self._ensemble = WeightEnsemble(weights, fixed=fixed, fixed_alpha=o.we_wise)
+        if o.moving_avg is not None:
+            anchor = self._zero_shot_state if o.mv_avg_model == "zeroshot" else weights
+            self._pull = AnchorPull(anchor, o.moving_avg, follow=o.mv_avg_model == "t")
+
+    def _average_at(self, iteration: int) -> None:
+        if iteration % self.opts.avg_freq:
+            return
+        if self._ensemble is not None:
+            self._ensemble.update(self.weights_module())
+        if self._pull is not None:
+            self._pull.pull(self.weights_module())
+            self.weights_changed()
+
+    def end_task(self, dataset) -> None:
+        """ZSCL's last iteration (its loop runs one step more, at lr 0: the same weights) takes its snapshot, then
+        the model becomes the ensemble, then the WiSE merge. Subclasses call this first."""
+        o, weights = self.opts, self.weights_module()
+        self._average_at(self._task_steps)
+        if self._ensemble is not None:
+            self._ensemble.apply_to(weights)
+        if o.wise_merge is not None:
+            merge_into(weights, self._zero_shot_state if o.wise_ft_model == "zeroshot" else self._start_state,
+                       o.wise_merge)
+        self.weights_changed()
+        self._start_state, self._ensemble, self._pull = None, None, None
 
     def load_state_dict(self, *args, **kwargs):
         result = super().load_state_dict(*args, **kwargs)
