@@ -64,11 +64,11 @@ What it owns, so that a subclass only adds its own loss terms or weight merges:
   - ``--l2 l``: the loss gets ``l * sum ||theta - theta_start||^2`` over the trained parameters (sum reduction, no
     1/2; theta_start: the weights at the start of the task, zero-shot CLIP on the first, as ZSCL's ``l2_model``).
 
-  At the end of a task the ensemble is applied first, then the WiSE merge (on the ensemble). ``--we``,
-  ``--we_wise`` and ``--moving_avg`` exclude one another. The state they keep (starting weights, running mean,
-  anchor) lives within one task and is rebuilt at the next task's start: checkpoints, written between tasks,
-  hold the final (merged) model, so a resumed run is identical. Zero-shot CLIP is the backbone's weights when
-  the model is built.
+  At the end of a task (``finish_task_weights``, before the memory update and ``end_task``) the ensemble is
+  applied first, then the WiSE merge (on the ensemble). ``--we``, ``--we_wise`` and ``--moving_avg`` exclude one
+  another. The state they keep (starting weights, running mean, anchor) lives within one task and is rebuilt at
+  the next task's start: checkpoints, written between tasks, hold the final (merged) model, so a resumed run is
+  identical. Zero-shot CLIP is the backbone's weights when the model is built.
 
 CLIP stays in eval mode (``ClipBackbone.train``): no dropout or BatchNorm statistics change while it trains.
 """
@@ -325,9 +325,14 @@ class FinetuneClipModel(ClipModel):
             self._pull.pull(self.weights_module())
             self.weights_changed()
 
-    def end_task(self, dataset) -> None:
-        """ZSCL's last iteration (its loop runs one step more, at lr 0: the same weights) takes its snapshot, then
-        the model becomes the ensemble, then the WiSE merge. Subclasses call this first."""
+    def meta_end_task(self, dataset) -> None:
+        self.finish_task_weights()
+        super().meta_end_task(dataset)
+
+    def finish_task_weights(self) -> None:
+        """The task's final model, before anything else at the task's end (memory selection, ``end_task``): ZSCL's
+        last iteration (its loop runs one step more, at lr 0: the same weights) takes its snapshot, then the model
+        becomes the ensemble, then the WiSE merge."""
         o, weights = self.opts, self.weights_module()
         self._average_at(self._task_steps)
         if self._ensemble is not None:
