@@ -6,12 +6,17 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from utils.config import parse_config
+    from utils.deviations import list_deviations_command, wants_list_deviations
     from utils.errors import UserError
     from utils.experiment import run_experiment
     from utils.training import TrainingDiverged
 
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        config, resume_dir = parse_config(sys.argv[1:] if argv is None else argv)
+        if wants_list_deviations(argv):
+            print(list_deviations_command(argv))
+            return 0
+        config, resume_dir = parse_config(argv)
         run_experiment(config, resume_dir)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -3,7 +3,12 @@
 The memory keeps each stream image with the network's logits at the time it was seen. Two replay
 batches per step: one matched to its stored logits with an MSE term (weight ``alpha``, the "dark
 knowledge"), one trained with cross-entropy on its labels (weight ``beta``). With ``--beta 0`` this
-is DER. The README's worked example of adding a method as one file.
+is DER. The README's worked example of adding a method as one file. The reference is mammoth's ``derpp``.
+
+Deviations from the reference:
+- ``--alpha`` and ``--beta`` default to 0.1 and 0.5 (mammoth requires both on the command line; its
+  ``best`` configs set them per dataset and buffer size).
+- ``--minibatch_size`` defaults to ``--batch_size`` (mammoth: the dataset's ``get_minibatch_size()``).
 """
 from dataclasses import dataclass
 

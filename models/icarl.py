@@ -5,6 +5,16 @@ past classes are the frozen previous network's sigmoid outputs (distillation) an
 current classes are one-hot. The memory is class-balanced and filled by herding at each task end
 (the loop does that before ``end_task``). Evaluation: the class whose exemplar mean (of normalised
 features, image and its horizontal flip) is nearest to the normalised feature of the test image.
+The reference is mammoth's ``icarl``.
+
+Deviations from the reference:
+- Replay: a memory batch is added to every stream batch (as ER); mammoth merges the memory into the task's
+  training set (``icarl_replay``), so an epoch has more steps there.
+- The binary cross-entropy covers the classes seen so far; mammoth's covers every output of the head.
+- No explicit L2 penalty: mammoth adds ``1e-5 * sum(p^2)`` to the loss (``--opt_wd``) and forces the
+  optimizer's weight decay to 0; here ``--optim_wd`` is the optimizer's.
+- Class means are computed once at each task end from the memory (image and flip), where mammoth recomputes
+  them lazily after training; the same quantity.
 """
 import torch
 import torch.nn.functional as F

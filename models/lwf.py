@@ -2,6 +2,15 @@
 
 Cross-entropy over the classes seen so far, plus a temperature-scaled distillation that keeps the
 past classes' outputs close to those of the network frozen at the end of the previous task.
+The reference is mammoth's ``lwf``.
+
+Deviations from the reference:
+- The distillation is ``T^2 KL(softmax(old / T) || softmax(new / T))`` (Hinton et al.); mammoth uses
+  ``-sum old' log new'`` with ``p' = p^(1/T) / sum p^(1/T)`` on the softmax outputs.
+- The old network's logits are computed on each augmented training batch; mammoth computes them once per task,
+  on the not-augmented images, before training.
+- No head warm-up: mammoth first trains the new classes' classifier alone for ``--n_epochs`` on frozen features.
+- ``--alpha`` defaults to 1.0 (mammoth: 0.5).
 """
 from dataclasses import dataclass
 

@@ -1,4 +1,11 @@
-"""Fine-tuning: plain SGD on the current task only, the lower bound that forgetting is measured against."""
+"""Fine-tuning: plain SGD on the current task only, the lower bound that forgetting is measured against.
+
+The reference is mammoth's ``sgd``.
+
+Deviations from the reference:
+- None in the method; the training loop's batching and augmentation are Tusk's (batched tensor augmentation,
+  one seeded data order).
+"""
 from models.utils.continual_model import ContinualModel
 
 

@@ -2,6 +2,13 @@
 
 Each class is the mean of its L2-normalised template embeddings, re-normalised; logits are
 100 * cos(image, class) over every class seen so far (and over future ones with --eval_future).
+The reference is CLAP4CLIP's ``clclip`` (Continual-CLIP with template ensembles).
+
+Deviations from the reference:
+- The logit scale is 100 for every backbone (CLAP4CLIP: the model's ``logit_scale.exp()``, 100 for OpenAI
+  weights); predictions are unchanged (argmax), calibration and energy scores differ for other backbones.
+- Continual-CLIP itself (Thengane et al.) used one template per dataset, no ensemble; the dataset's templates
+  decide here (one template reproduces it).
 """
 import torch.nn.functional as F
 
