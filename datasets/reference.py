@@ -19,6 +19,10 @@ Images (what ``--ref_dataset NAME`` will name):
 * ``imagenet``: ImageNet training images ``<data_path>/imagenet/train/<wnid>/*.JPEG``. By default the whole
   training set, as ZSCL uses it (a shuffled batch of it per step); ``n`` draws that many, uniformly without
   replacement (seeded).
+* ``conceptual_captions``: the Conceptual Captions validation images that ZSCL's ``gather_cc.py`` downloaded, listed
+  in ``<data_path>/conceptual_captions/Validation_GCC-1.1.0-Validation_output.csv`` (``title<TAB>filepath`` rows,
+  paths relative to that folder): ZSCL's class-incremental reference images (``cil/continual_clip/cc.py``). All the
+  listed images by default; ``n`` draws that many (seeded).
 
 Sentences (what ``--ref_sentences NAME`` will name):
 
@@ -65,6 +69,11 @@ CAPTIONS_HOW = (f"Download the Conceptual Captions validation split ({CC_VALIDAT
                 f"lines) from https://ai.google.com/research/ConceptualCaptions/download into "
                 f"<data_path>/{CC_FOLDER}/ (only the captions are used, no image is needed), or give any "
                 f"caption file as the name (a TSV, or one caption per line)")
+
+CC_IMAGES_CSV = "Validation_GCC-1.1.0-Validation_output.csv"
+CC_IMAGES_HOW = (f"Download the Conceptual Captions validation images with ZSCL's gather_cc.py (mtil/gather_cc.py "
+                 f"{CC_VALIDATION_TSV}), which writes {CC_IMAGES_CSV} ('title<TAB>filepath' rows) and the image "
+                 f"folder; put both under <data_path>/{CC_FOLDER}/")
 
 #: Default number of ``synth-pretrain`` images (10 per pretraining concept).
 SYNTH_PRETRAIN_N = 3000
@@ -199,10 +208,39 @@ def _imagenet(data_path: Path, n: int | None, seed: int) -> tuple[ImageSource, d
     return images, {"seed": _subset_seed(n, seed), "fingerprint": _fingerprint(relative)}
 
 
+def cc_reference_images(root: str | Path, n: int | None = None, seed: int = 0) -> FileImages:
+    """The Conceptual Captions images listed in ``<root>/conceptual_captions/<CC_IMAGES_CSV>`` (``filepath`` column,
+    relative to that folder), in file order (``n=None``) or ``n`` drawn without replacement (seeded)."""
+    folder = Path(root) / CC_FOLDER
+    csv_path = folder / CC_IMAGES_CSV
+    if not csv_path.is_file():
+        raise UserError(f"conceptual_captions reference images: '{csv_path}' is missing. {CC_IMAGES_HOW}")
+    with open(csv_path, encoding="utf-8", errors="replace", newline="") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    if not rows or "filepath" not in rows[0]:
+        raise UserError(f"conceptual_captions reference images: {csv_path} has no 'filepath' column. {CC_IMAGES_HOW}")
+    column = rows[0].index("filepath")
+    paths = [str(folder / row[column]) for row in rows[1:] if len(row) > column and row[column].strip()]
+    if not paths:
+        raise UserError(f"conceptual_captions reference images: {csv_path} lists no image. {CC_IMAGES_HOW}")
+    absent = next((p for p in paths if not Path(p).is_file()), None)
+    if absent is not None:
+        raise UserError(f"conceptual_captions reference images: '{absent}', listed in {csv_path}, is missing. "
+                        f"{CC_IMAGES_HOW}")
+    return FileImages(_sample(paths, n, seed, str(csv_path)))
+
+
+def _cc_images(data_path: Path, n: int | None, seed: int) -> tuple[ImageSource, dict]:
+    images = cc_reference_images(data_path, n, seed)
+    relative = [str(Path(p).relative_to(data_path / CC_FOLDER)) for p in images.paths]
+    return images, {"seed": _subset_seed(n, seed), "fingerprint": _fingerprint(relative)}
+
+
 #: Reference image sets by name: ``builder(data_path, n, seed) -> (images, description)``.
 REFERENCE_IMAGES: dict[str, Callable[[Path, int | None, int], tuple[Tensor | ImageSource, dict]]] = {
     "synth-pretrain": _synth_pretrain,
     "imagenet": _imagenet,
+    "conceptual_captions": _cc_images,
 }
 
 
@@ -272,7 +310,7 @@ def _sample(items: list, n: int | None, seed: int, what: str) -> list:
     if n is None:
         return items
     if not 0 < n <= len(items):
-        raise UserError(f"reference captions: asked for {n}, but {what} has {len(items)}")
+        raise UserError(f"reference data: asked for {n}, but {what} has {len(items)}")
     return [items[i] for i in np.random.default_rng(seed).choice(len(items), size=n, replace=False)]
 
 

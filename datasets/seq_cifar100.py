@@ -1,7 +1,8 @@
 """``seq-cifar100``: CIFAR-100 in 10, 20 or 50 tasks (``--cifar100_tasks``), from the python-pickle files.
 
-Standard class orders: ``--class_order seed1993`` is the iCaRL order used by PyCIL, ZSCL and
-CLAP4CLIP (its first classes: 68, 56, 78, 8, ...).
+Standard class orders: ``--class_order seed1993`` is the iCaRL order used by PyCIL and CLAP4CLIP (its first
+classes: 68, 56, 78, 8, ...); ``--class_order zscl`` is ZSCL's class-incremental order (its
+``cil/class_orders/cifar100.yaml``: 87, 0, 52, 58, ...; ``datasets/metadata/class_orders/zscl_cifar100.txt``).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class SequentialCIFAR100(SourceDataset):
     N_TASKS = 10
     N_CLASSES_PER_TASK = 10
     Options = Cifar100Options
+    ZSCL_CLASS_ORDER = "zscl_cifar100.txt"
     MEAN = (0.5071, 0.4865, 0.4409)
     STD = (0.2673, 0.2564, 0.2762)
     DEFAULTS = {"backbone": "resnet18", "n_epochs": 50, "batch_size": 32, "lr": 0.1,

@@ -2,7 +2,8 @@
 
 ``--tinyimagenet_split equal``: 10 tasks of 20 classes (mammoth's seq-tinyimg layout).
 ``--tinyimagenet_split b100``: 100 base classes, then ``--tinyimagenet_steps`` 5, 10 or 20 tasks over the
-other 100 (the ZSCL / MoE-Adapters class-incremental TinyImageNet protocol). The test split is the
+other 100 (the ZSCL / MoE-Adapters class-incremental TinyImageNet protocol), with ZSCL's class order by
+``--class_order zscl`` (its ``cil/class_orders/tinyimagenet.yaml``: 131, 181, 22, ...). The test split is the
 labelled ``val`` set (50 images per class).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ class SequentialTinyImageNet(SourceDataset):
     N_TASKS = 10
     N_CLASSES_PER_TASK = 20
     Options = TinyImageNetOptions
+    ZSCL_CLASS_ORDER = "zscl_tinyimagenet.txt"
     IMAGE_SIZE = 64
     MEAN = (0.4802, 0.4480, 0.3975)
     STD = (0.2770, 0.2691, 0.2821)

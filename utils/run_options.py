@@ -13,8 +13,9 @@ class RunOptions:
     # --- experiment -------------------------------------------------------------------------
     seed: int = option(0, "seed for every random choice: class order, data order, buffers, init", min=0)
     class_order: str = option("native", "class order: 'native' (the dataset's), 'random' (permuted by --seed), "
-                              "'seed1993' (the iCaRL/PyCIL/CLAP4CLIP order: numpy RandomState(1993)), or a path "
-                              "to a text file of native class indices or names, one per line")
+                              "'seed1993' (the iCaRL/PyCIL/CLAP4CLIP order: numpy RandomState(1993)), 'zscl' "
+                              "(ZSCL's class-incremental order: seq-cifar100, seq-tinyimagenet), or a path to a text "
+                              "file of native class indices or names, one per line")
     n_epochs: int = option(1, "training epochs per task", min=0)
     n_iters: Optional[int] = option(None, "train exactly this many steps per task instead of --n_epochs "
                                     "(data is cycled)", min=1)

@@ -31,6 +31,8 @@ from utils.options import NoOptions, to_dict
 from utils.run_options import RunOptions
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+#: Published class orders (``--class_order zscl``).
+CLASS_ORDERS = Path(__file__).resolve().parent.parent / "metadata" / "class_orders"
 
 
 class ContinualDataset:
@@ -40,6 +42,8 @@ class ContinualDataset:
     N_CLASSES_PER_TASK: ClassVar[int | Sequence[int]] = 0
     #: Sequences of datasets keep each task's classes together under a random class order.
     PERMUTE_WITHIN_TASKS: ClassVar[bool] = False
+    #: ``--class_order zscl``: the file of ZSCL's class-incremental order in ``datasets/metadata/class_orders``
+    ZSCL_CLASS_ORDER: ClassVar[str | None] = None
     #: Values for run options when this dataset is used (lowest priority after the option's own default).
     DEFAULTS: ClassVar[dict[str, Any]] = {}
     #: The dataset's own options (become CLI flags).
@@ -193,6 +197,11 @@ class ContinualDataset:
             return np.arange(n)
         if spec == "seed1993":    # iCaRL / PyCIL / CLAP4CLIP (--num-run 0): legacy numpy RandomState(1993)
             return np.random.RandomState(1993).permutation(n)
+        if spec == "zscl":        # ZSCL's cil/class_orders (the datasets that have one name its file)
+            if self.ZSCL_CLASS_ORDER is None:
+                raise UserError(f"--class_order zscl: ZSCL publishes class orders for seq-cifar100 and "
+                                f"seq-tinyimagenet only, not {self.NAME}")
+            return self._class_order_from_file(str(CLASS_ORDERS / self.ZSCL_CLASS_ORDER), native)
         if spec == "random":
             rng = np.random.default_rng(seed)
             if not self.PERMUTE_WITHIN_TASKS:
