@@ -3,11 +3,14 @@
 ``create_clip(name, options)`` accepts the names of the source systems in both spellings
 (``ViT-B/16`` and ``ViT-B-16``; ViT-B/32, ViT-L/14, RN50, RN101, RN50x4, RN50x16), any other
 open_clip model name, and ``micro-clip``. ``--pretrained`` is an open_clip tag (``openai`` by default,
-downloaded by open_clip on the user's machine) or a local checkpoint file (offline). No CLIP code is
-vendored: encoders, tokenizers and preprocessing are open_clip's own.
+downloaded by open_clip on the user's machine) or a local checkpoint file (offline). ``create_clip(name,
+options, load=FILE)`` (``--load``) builds the architecture without those weights and loads any model file
+``utils.model_files`` reads (an exported state_dict, an open_clip checkpoint, an OpenAI TorchScript ``.pt``).
+No CLIP code is vendored: encoders, tokenizers and preprocessing are open_clip's own.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +37,8 @@ class ClipOptions:
                              "e.g. openai, laion2b_s34b_b88k) or a local checkpoint file. micro-clip uses "
                              "its shipped weights unless a file is given")
     quick_gelu: Optional[bool] = option(None, "force QuickGELU activations (OpenAI-trained weights need them; "
-                                        "default: on for local checkpoints of OpenAI model names)")
+                                        "default: the pretrained tag's own setting, on for openai; on for local "
+                                        "checkpoints of OpenAI model names)")
 
 
 def canonical_clip_name(name: str) -> str:
@@ -139,35 +143,65 @@ class ClipBackbone(nn.Module):
         return self
 
 
-def create_clip(name: str, options: ClipOptions | None = None) -> ClipBackbone:
-    """Build CLIP ``name`` with ``options.pretrained`` weights (tag or file)."""
+def create_clip(name: str, options: ClipOptions | None = None, load: str | None = None,
+                weights: bool = True) -> ClipBackbone:
+    """Build CLIP ``name`` with ``options.pretrained`` weights (tag or file), or with those of the model file
+    ``load`` (``--load``): then the architecture is built without reading ``--pretrained``'s weights (nothing is
+    downloaded), with the activation they imply (QuickGELU for ``openai`` and for files of OpenAI model names).
+    ``weights=False``: the architecture only, randomly initialised (``scripts/list_clip_layers.py``)."""
     options = options or ClipOptions()
     canonical = canonical_clip_name(name)
-    if canonical == MICRO_CLIP:
-        return _create_micro_clip(options)
+    weights = weights and load is None
+    clip = _create_micro_clip(options, weights=weights) if canonical == MICRO_CLIP else \
+        _create_open_clip(name, canonical, options, weights=weights)
+    if load is not None:
+        load_clip_file(clip, load)
+    return clip
+
+
+def load_clip_file(clip: ClipBackbone, path: str) -> None:
+    """Replace ``clip``'s weights by the model file ``path`` (names and shapes checked, see ``utils.model_files``)."""
+    from utils.model_files import OPENAI_EXTRAS, load_checked, read_state_dict
+    state = read_state_dict(path)
+    for key in OPENAI_EXTRAS:
+        state.pop(key, None)
+    target = clip.model.state_dict()
+    for key in ("logit_scale", "logit_bias"):        # a scalar in some checkpoints, a 1-d tensor in others
+        if key in state and key in target and state[key].numel() == target[key].numel():
+            state[key] = state[key].reshape(target[key].shape)
+    load_checked(clip.model, state, path, f"--backbone {clip.name}")
+    clip.weights_id = f"file-sha256:{file_sha256(path)}"
+
+
+def _create_open_clip(name: str, canonical: str, options: ClipOptions, weights: bool) -> ClipBackbone:
     import open_clip
     pretrained = options.pretrained
     is_file = _looks_like_path(pretrained) or os.path.isfile(pretrained)
     if is_file:
-        if not os.path.isfile(pretrained):
+        if not os.path.isfile(pretrained) and weights:
             raise UserError(f"--pretrained: no such checkpoint file '{pretrained}' for {name}. Pass an existing "
                             f"local file, or an open_clip tag such as 'openai' to download the weights")
         quick_gelu = options.quick_gelu if options.quick_gelu is not None else canonical in SEED_MODELS
-        weights_id = f"file-sha256:{file_sha256(pretrained)}"
+        weights_id = f"file-sha256:{file_sha256(pretrained)}" if weights else "none"   # load_clip_file sets it
     else:
         tags = open_clip.list_pretrained_tags_by_model(canonical)
         if pretrained not in tags:
             raise UserError(f"--pretrained: '{pretrained}' is neither an existing file nor an open_clip tag for "
                             f"{canonical} (tags: {', '.join(tags) or 'none'})")
-        quick_gelu = bool(options.quick_gelu)
-        weights_id = f"open_clip:{canonical}:{pretrained}"
+        quick_gelu = options.quick_gelu if options.quick_gelu is not None else \
+            bool(open_clip.get_pretrained_cfg(canonical, pretrained).get("quick_gelu", False))
+        weights_id = f"open_clip:{canonical}:{pretrained}" if weights else "none"
     try:
+        if not weights:               # open_clip warns that the model is random: that is the point here
+            logging.disable(logging.WARNING)
         model, _, val_preprocess = open_clip.create_model_and_transforms(
-            canonical, pretrained=pretrained, force_quick_gelu=quick_gelu)
+            canonical, pretrained=pretrained if weights else None, force_quick_gelu=quick_gelu)
     except Exception as exc:  # noqa: BLE001 - downloads and checkpoint parsing fail in many ways
         where = f"the file '{pretrained}'" if is_file else f"open_clip's '{pretrained}' weights (a download)"
         raise UserError(f"could not load {canonical} from {where}: {type(exc).__name__}: {exc}. Offline, download "
                         f"the checkpoint elsewhere and pass --pretrained /path/to/checkpoint") from None
+    finally:
+        logging.disable(logging.NOTSET)
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -176,11 +210,14 @@ def create_clip(name: str, options: ClipOptions | None = None) -> ClipBackbone:
                         pil_preprocess=val_preprocess)
 
 
-def _create_micro_clip(options: ClipOptions) -> ClipBackbone:
+def _create_micro_clip(options: ClipOptions, weights: bool = True) -> ClipBackbone:
     from backbone import micro_clip
     use_file = options.pretrained not in ("openai", "shipped") and (
         _looks_like_path(options.pretrained) or os.path.isfile(options.pretrained))
     path = Path(options.pretrained) if use_file else micro_clip.WEIGHTS_PATH
+    if not weights:
+        return ClipBackbone(MICRO_CLIP, micro_clip.create_micro_clip(None), micro_clip.micro_clip_tokenizer(),
+                            micro_clip.IMAGE_SIZE, micro_clip.MICRO_CLIP_MEAN, micro_clip.MICRO_CLIP_STD, "none")
     if use_file and not path.is_file():
         raise UserError(f"--pretrained: no such micro-clip checkpoint '{path}'")
     model = micro_clip.create_micro_clip(path)

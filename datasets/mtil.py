@@ -60,6 +60,12 @@ CLASS_NAMES = {
 }
 
 
+#: The MTIL framework's dataset names (its ``--train-dataset`` / ``--eval-datasets`` values) -> source names.
+MEMBERS = {"Aircraft": "aircraft", "Caltech101": "caltech101", "CIFAR10": "cifar10", "CIFAR100": "cifar100",
+           "DTD": "dtd", "EuroSAT": "eurosat", "Flowers": "flowers102", "Food": "food101", "MNIST": "mnist",
+           "OxfordPet": "oxford_pets", "StanfordCars": "stanford_cars", "SUN397": "sun397"}
+
+
 @dataclass
 class MTILOptions:
     mtil_order: str = option("I", "task order: I (alphabetical: Aircraft, Caltech101, CIFAR100, DTD, EuroSAT, "
@@ -81,11 +87,15 @@ class MTIL(SequenceDataset):
     STD = (0.26862954, 0.26130258, 0.27577711)
     DEFAULTS = {"backbone": "ViT-B/16", "batch_size": 64, "eval_batch_size": 128, "lr": 1e-5, "optimizer": "adamw"}
 
-    def __init__(self, args, options=None):
+    MEMBERS = MEMBERS
+
+    def __init__(self, args, options=None, tasks=None):
+        """``tasks``: these source datasets only, in this order (one of them for ``--eval_datasets DTD``)."""
         options = options if options is not None else MTILOptions()
         self.refuse_global_class_order(args)
-        names = list(ORDERS[options.mtil_order])
-        if options.mtil_eval_cifar10:
+        self.member_tasks = list(tasks) if tasks else None
+        names = list(tasks or ORDERS[options.mtil_order])
+        if options.mtil_eval_cifar10 and not tasks:
             if not args.eval_future or args.stop_after != len(names):
                 raise UserError(f"--mtil_eval_cifar10 1 appends CIFAR10 as task {len(names) + 1}, which must never be "
                                 f"trained: run with --eval_future 1 --stop_after {len(names)}")

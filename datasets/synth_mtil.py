@@ -41,11 +41,16 @@ class SynthMTIL(ContinualDataset):
     DEFAULTS = {"backbone": "micro-clip", "batch_size": 32, "optimizer": "adamw", "lr": 1e-5}
     IMAGE_SIZE = 32
 
-    def __init__(self, args, options=None):
+    #: the datasets of the sequence, each of which ``--eval_datasets`` can evaluate alone (name -> task name)
+    MEMBERS = {name: name for name in SYNTH_TASKS}
+
+    def __init__(self, args, options=None, tasks=None):
+        """``tasks``: these datasets only, in this order (one of them for ``--eval_datasets shapes``)."""
         options = options if options is not None else SynthMTILOptions()
         self.refuse_global_class_order(args)
         self.world = SyntheticWorld(seed=options.synth_world_seed, image_size=self.IMAGE_SIZE)
-        self.task_names = list(ORDERS[options.mtil_order])
+        self.member_tasks = list(tasks) if tasks else None
+        self.task_names = list(tasks or ORDERS[options.mtil_order])
         self.tasks = [SYNTH_TASKS[n] for n in self.task_names]
         self.N_TASKS = len(self.tasks)
         self.N_CLASSES_PER_TASK = [len(t.class_names) for t in self.tasks]

@@ -33,6 +33,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     _write_atomic(path, write)
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+    _write_atomic(path, write)
+
+
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
     _write_atomic(path, lambda tmp: torch.save(obj, tmp))
 

@@ -92,13 +92,46 @@ def _selection_parser(add_help: bool) -> _Parser:
 RESUME_OVERRIDES = ("quiet", "device", "num_workers", "data_path")
 
 
-def parse_config(argv: Sequence[str]) -> tuple[Config, str | None]:
-    """Resolve ``argv`` into a ``Config``; returns ``(config, resume_dir)``."""
-    argv = list(argv)
+@dataclass
+class EvalConfig:
+    """A ``--eval_only`` command: the method and backbone that read ``run.load``, and the datasets to evaluate
+    (none for ``--eval_single``), each with its own options."""
+    model: str
+    backbone: str
+    datasets: list[str]
+    run: RunOptions
+    method: Any
+    data: dict[str, Any]
+    net: Any
+    sources: dict[str, str] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
+
+    def resolved_datasets(self) -> list[tuple[type, list[str] | None, str]]:
+        from utils.eval_modes import resolve_eval_dataset
+        return [resolve_eval_dataset(name) for name in self.datasets]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"selection": {"model": self.model, "backbone": self.backbone, "eval_datasets": self.datasets},
+                "run": opt.to_dict(self.run), "method": opt.to_dict(self.method),
+                "datasets": {name: opt.to_dict(o) for name, o in self.data.items()},
+                "backbone": opt.to_dict(self.net), "sources": self.sources, "argv": self.argv}
+
+
+def parse_config(argv: Sequence[str]) -> tuple[Config | EvalConfig, str | None]:
+    """Resolve ``argv`` into a ``Config`` (an ``EvalConfig`` with ``--eval_only 1``); returns ``(config,
+    resume_dir)``. Flags may be spelled with hyphens and with the aliases of ``utils.options.FLAG_ALIASES``."""
+    original = list(argv)
+    argv = opt.canonical_flags(original)
     wants_help = any(a in ("-h", "--help") for a in argv)
     first, _ = _selection_parser(add_help=False).parse_known_args(argv)
     if first.resume:
         return _resume_config(first.resume, argv), first.resume
+    if _eval_only(argv):
+        return _eval_config(first, argv, original), None
+    given = next((n for n in _EVAL_FLAGS for a in argv if a == f"--{n}" or a.startswith(f"--{n}=")), None)
+    if given:
+        raise UserError(f"--{given} is an evaluation-only flag: add --eval_only 1 --load FILE "
+                        f"(during training, --eval_interval N evaluates the current task)")
     if not first.model or not first.dataset:
         if wants_help:
             _full_parser(None, None, None).print_help()
@@ -142,8 +175,94 @@ def parse_config(argv: Sequence[str]) -> tuple[Config, str | None]:
         "method defaults" if model_cls.DEFAULTS.get("backbone") else "dataset defaults")
     config = Config(model=model_cls.NAME, dataset=dataset_cls.NAME, backbone=backbone, model_config=model_config,
                     run=resolved[0], method=resolved[1], data=resolved[2], net=resolved[3],
-                    sources=sources, argv=argv)
+                    sources=sources, argv=original)
     return config, None
+
+
+_EVAL_FLAGS = ("eval_datasets", "eval_single", "class_names")
+
+
+def _eval_only(argv: list[str]) -> bool:
+    """Whether ``argv`` asks for ``--eval_only`` (the first thing to know: it decides what else is required)."""
+    parser = _Parser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--eval_only", nargs="?", const="1", default="0")
+    known, _ = parser.parse_known_args(argv)
+    return opt.coerce(opt.field_of(RunOptions, "eval_only"), known.eval_only, "--eval_only")
+
+
+def _eval_config(first: argparse.Namespace, argv: list[str], original: list[str]) -> EvalConfig:
+    """``--eval_only``: ``--model`` is optional (zero-shot CLIP scores the loaded weights), ``--dataset`` is one
+    dataset to evaluate (or give several with ``--eval_datasets``), and ``--eval_single`` needs no dataset."""
+    from utils.eval_modes import DEFAULT_EVAL_MODEL, resolve_eval_dataset
+    if first.model_config != "none":
+        raise UserError("--model_config does not apply to --eval_only (nothing is trained)")
+    model_cls = get_model_class(first.model or DEFAULT_EVAL_MODEL)
+    pre = _Parser(add_help=False, allow_abbrev=False)
+    for name in _EVAL_FLAGS:
+        pre.add_argument(f"--{name}", nargs="+" if name == "eval_datasets" else None)
+    known, _ = pre.parse_known_args(argv)
+    names = opt.coerce(opt.field_of(RunOptions, "eval_datasets"), known.eval_datasets or [])
+    if (known.eval_single is None) != (known.class_names is None):
+        raise UserError("--eval_single IMAGE and --class_names FILE go together (the classes to rank the image among)")
+    if known.eval_single is not None:
+        if names or first.dataset:
+            raise UserError("--eval_single classifies one image among --class_names: drop --dataset/--eval_datasets")
+    elif not names:
+        if not first.dataset:
+            raise UserError("--eval_only needs the datasets to evaluate: --eval_datasets A,B (or --dataset D), "
+                            "or --eval_single IMAGE --class_names FILE")
+        names = [first.dataset]
+    elif first.dataset:
+        raise UserError("--eval_only takes its datasets from --eval_datasets; drop --dataset")
+    resolved = [resolve_eval_dataset(n) for n in names]
+    dataset_defaults = next((cls.DEFAULTS.get("backbone") for cls, _, _ in resolved), None)
+    backbone = first.backbone or model_cls.DEFAULTS.get("backbone") or dataset_defaults
+    if not backbone:
+        raise UserError(f"--backbone is required: {model_cls.NAME} has no default")
+    net_cls = model_cls.backbone_options(backbone)
+
+    parser = _full_parser(model_cls, None, net_cls)
+    taken = set(opt.field_names(RunOptions)) | set(opt.field_names(model_cls.Options)) | set(opt.field_names(net_cls))
+    taken |= {"model", "dataset", "backbone", "model_config", "resume"}
+    for cls in dict.fromkeys(cls for cls, _, _ in resolved):
+        opt.add_to_parser(parser.add_argument_group(f"options of dataset '{cls.NAME}'"), cls.Options,
+                          defaults=cls.DEFAULTS, taken=taken, shared=True)
+    cli = vars(parser.parse_args(argv))
+    for key in ("model", "dataset", "backbone", "model_config", "resume"):
+        cli.pop(key, None)
+    layers = [("cli", cli), ("method defaults", model_cls.DEFAULTS)]
+    sources: dict[str, str] = {}
+    run, src = opt.resolve(RunOptions, layers)
+    sources.update(src)
+    method, src = opt.resolve(model_cls.Options, layers)
+    sources.update(src)
+    net, src = opt.resolve(net_cls, layers)
+    sources.update(src)
+    data = {n: opt.resolve(cls.Options, [("cli", cli), ("dataset defaults", cls.DEFAULTS)])[0]
+            for n, (cls, _, _) in zip(names, resolved)}
+    config = EvalConfig(model=model_cls.NAME, backbone=backbone, datasets=list(names), run=run, method=method,
+                        data=data, net=net, sources=sources, argv=original)
+    _check_eval_flags(config, model_cls)
+    return config
+
+
+def _check_eval_flags(config: EvalConfig, model_cls) -> None:
+    run = config.run
+    if run.load is None:
+        raise UserError("--eval_only evaluates a model file: pass --load FILE (a --save_models export, or an "
+                        "open_clip or OpenAI checkpoint)")
+    if not Path(run.load).is_file():
+        raise UserError(f"--load: no such model file '{run.load}'")
+    for name in ("save_models", "eval_interval"):
+        if getattr(run, name):
+            raise UserError(f"--{name} does not apply to --eval_only (nothing is trained)")
+    if run.eval_single is not None:
+        from models.utils.clip_model import ClipModel
+        if not issubclass(model_cls, ClipModel):
+            raise UserError(f"--eval_single needs a CLIP method (it prompts the class names); '{model_cls.NAME}' "
+                            f"is not one (leave --model out for zero-shot CLIP)")
+        if not Path(run.eval_single).is_file():
+            raise UserError(f"--eval_single: no such image file '{run.eval_single}'")
 
 
 def _full_parser(model_cls, dataset_cls, net_cls) -> _Parser:

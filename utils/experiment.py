@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from datasets import get_dataset_class
 from models import get_model_class
 from utils.atomic import write_json
-from utils.config import Config
+from utils.config import Config, EvalConfig
 from utils.errors import UserError
 from utils.results import RunRecorder, environment, new_run_dir
 from utils.seeding import seed_everything
@@ -41,14 +41,21 @@ def build(config: Config):
     if config.run.eval_future and not model_cls.CAN_PREDICT_FUTURE:
         raise UserError(f"--eval_future: model '{model_cls.NAME}' cannot predict classes it has not "
                         f"seen (only zero-shot-capable methods can)")
-    backbone = model_cls.create_backbone(config.backbone, dataset, config.net).to(device)
+    backbone = model_cls.create_backbone(config.backbone, dataset, config.net, load=config.run.load).to(device)
     view = model_cls.input_view(dataset, backbone, config.run, device, config.method)
     model = model_cls(backbone, view, config.run, config.method, device)
     return view, model
 
 
-def run_experiment(config: Config, resume_dir: str | None = None) -> Path:
-    """Run (or continue) an experiment; returns its run directory."""
+def run_experiment(config: Config | EvalConfig, resume_dir: str | None = None) -> Path | None:
+    """Run (or continue) an experiment; returns its run directory. An ``EvalConfig`` (``--eval_only``) evaluates
+    instead (``--eval_single`` prints and returns None)."""
+    if isinstance(config, EvalConfig):
+        from utils.eval_modes import run_eval_only, run_eval_single
+        if config.run.eval_single is not None:
+            run_eval_single(config)
+            return None
+        return run_eval_only(config)
     dataset, model = build(config)
     header = {"model": config.model, "dataset": config.dataset, "backbone": config.backbone,
               "seed": config.run.seed, "class_order": [int(c) for c in dataset.class_order],
@@ -64,7 +71,7 @@ def run_experiment(config: Config, resume_dir: str | None = None) -> Path:
         write_json(run_dir / "config.json", config.to_json())
     recorder = RunRecorder(run_dir, dataset.N_TASKS, header)
     recorder.eval_only_tasks = list(getattr(dataset, "eval_only_tasks", []))
-    loop = TaskLoop(model, dataset, recorder, checkpoint=config.run.checkpoint)
+    loop = TaskLoop(model, dataset, recorder, checkpoint=config.run.checkpoint, save_models=config.run.save_models)
     if resume_dir is not None:
         start = loop.restore()
         recorder.log("resume", from_task=start)

@@ -138,18 +138,27 @@ def _range(lo: Any, hi: Any) -> str:
     return f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
 
 
+def field_of(cls: type, name: str) -> dataclasses.Field:
+    """The field ``name`` of ``cls`` with its type resolved (for :func:`coerce`)."""
+    return next(f for f in _fields(cls) if f.name == name)
+
+
 def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
 def add_to_parser(group: argparse._ActionsContainer, cls: type, defaults: Mapping[str, Any] | None = None,
-                  taken: set[str] | None = None) -> None:
+                  taken: set[str] | None = None, shared: bool = False) -> None:
     """Add one ``--flag`` per field of ``cls``. Values stay strings (coerced later) and absent flags
-    stay absent, so that the resolver can tell an explicit CLI value from a default."""
+    stay absent, so that the resolver can tell an explicit CLI value from a default. ``shared``: a field
+    already in ``taken`` is one flag for both classes (several datasets' options in one evaluation)
+    instead of an error."""
     defaults = defaults or {}
     for f in _fields(cls):
         if taken is not None:
             if f.name in taken:
+                if shared:
+                    continue
                 raise TypeError(f"option --{f.name} of {cls.__qualname__} is declared twice")
             taken.add(f.name)
         kind = _kind(f.type)
@@ -232,3 +241,46 @@ def to_dict(obj: Any) -> dict[str, Any]:
 @dataclass
 class NoOptions:
     """Placeholder for components that declare no options of their own."""
+
+
+#: The MTIL framework's flag spellings (its README and ``args.py``) that map one to one onto a Tusk option: the
+#: one table of aliases, read by :func:`canonical_flags`. Any other ``--a-b`` is ``--a_b`` (hyphens and underscores
+#: are the same in every flag name), so entries that only differ by them document the seed's spelling.
+FLAG_ALIASES: dict[str, str] = {
+    "train-mode": "train_mode",
+    "iterations": "n_iters",
+    "epochs": "n_epochs",
+    "batch-size-eval": "eval_batch_size",
+    "data-location": "data_path",
+    "ls": "ls",
+    "image-loss": "image_loss",
+    "text-loss": "text_loss",
+    "ref-dataset": "ref_dataset",
+    "ref-sentences": "ref_sentences",
+    "we": "we",
+    "avg_freq": "avg_freq",
+    "l2": "l2",
+    "wise_merge": "wise_merge",
+    "eval-only": "eval_only",
+    "eval-single": "eval_single",
+    "class-names": "class_names",
+    "eval-interval": "eval_interval",
+    "eval-datasets": "eval_datasets",
+}
+
+
+def canonical_flags(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every flag name in Tusk's spelling: aliases of :data:`FLAG_ALIASES` replaced, hyphens in the
+    name turned into underscores (``--eval-only`` = ``--eval_only``, ``--iterations=5`` = ``--n_iters=5``).
+    Values are left alone, and so is everything after a bare ``--``."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + list(argv[i:])
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg[2:].partition("=")
+            key = name.replace("_", "-")
+            target = next((t for a, t in FLAG_ALIASES.items() if a.replace("_", "-") == key), None)
+            arg = f"--{target or name.replace('-', '_')}{eq}{value}"
+        out.append(arg)
+    return out

@@ -72,6 +72,24 @@ class RunOptions:
     precision: str = option("auto", "autocast precision: fp32, bf16, fp16 (with a grad scaler) or auto "
                             "(bf16 on GPUs that support it, fp32 on CPU)", choices=("auto", "fp32", "bf16", "fp16"))
 
+    # --- model files and evaluation modes (the MTIL framework's) -----------------------------
+    save_models: bool = option(False, "after each task, export the model as a plain state_dict next to results.json "
+                               "(model_task<NN>[_<dataset>].pt; CLIP methods: the open_clip CLIP's state_dict)")
+    load: Optional[str] = option(None, "start from this model file: a --save_models export, an open_clip checkpoint "
+                                 "(state_dict, {'state_dict': ...}, .safetensors) or an OpenAI CLIP .pt (TorchScript, "
+                                 "read without running its code); keys and shapes must match --backbone")
+    eval_only: bool = option(False, "train nothing: evaluate --load on --eval_datasets (or classify --eval_single)")
+    eval_datasets: list[str] = option([], "with --eval_only: the datasets to evaluate on their test sets, comma- or "
+                                      "space-separated: benchmark names (synth-mtil, seq-synth, mtil, ...) or one "
+                                      "dataset of mtil (DTD, CIFAR100, ...) or synth-mtil (shapes, icons, ...)")
+    eval_single: Optional[str] = option(None, "with --eval_only and --load: classify this image file among "
+                                        "--class_names and print the top-5 classes")
+    class_names: Optional[str] = option(None, "for --eval_single: a text file, one class name per line, each "
+                                        "prompted as 'a photo of a {}.'")
+    eval_interval: Optional[int] = option(None, "while training, every N iterations evaluate the current task's "
+                                          "test set and append 'iteration,top1,top5' to metrics_<task>.csv in the "
+                                          "run directory", min=1)
+
     # --- management -------------------------------------------------------------------------
     data_path: str = option("data", "where datasets are stored / downloaded")
     download: bool = option(True, "download missing datasets (each is verified against its checksum)")

@@ -2,7 +2,9 @@
 
 Owned here and nowhere else: the data order (one seeded generator), stepping the learning-rate
 scheduler (every epoch or iteration, as the model's ``scheduler_mode`` says), progress bars,
-stopping cleanly on SIGINT/SIGTERM, and the checkpoint written after every task.
+stopping cleanly on SIGINT/SIGTERM, and the checkpoint written after every task. It also calls the
+framework's per-task outputs (``utils/eval_modes.py``): ``--eval_interval``'s CSV rows during a task and
+``--save_models``' export after it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from utils.atomic import load_torch, save_torch
+from utils.eval_modes import IntervalMetrics, export_task_model
 from utils.evaluate import StepEvaluation, evaluate_step
 from utils.precision import autocast
 from utils.results import RunRecorder
@@ -61,10 +64,12 @@ def _stop_on_signals() -> Iterator[dict]:
 
 
 class TaskLoop:
-    def __init__(self, model, dataset, recorder: RunRecorder, checkpoint: bool = True):
+    def __init__(self, model, dataset, recorder: RunRecorder, checkpoint: bool = True, save_models: bool = False):
         self.model, self.dataset, self.recorder = model, dataset, recorder
         self.args = model.args
         self.checkpoint = checkpoint
+        self.save_models = save_models
+        self.interval = IntervalMetrics(self, self.args.eval_interval) if self.args.eval_interval else None
         self.data_generator = torch.Generator().manual_seed(self.args.seed)
         self.start_task = 0
         self._test_data: dict[int, object] = {}
@@ -105,6 +110,8 @@ class TaskLoop:
                 evaluation = self.evaluate_after(task)
                 class_il, task_il = evaluation.class_il, evaluation.task_il
                 self.recorder.add_row(class_il, task_il, time.perf_counter() - started, evaluation.extras())
+                if self.save_models:          # before the checkpoint: a completed task always has its file
+                    export_task_model(self.model, self.recorder.dir, task)
                 if self.checkpoint:
                     self.save_checkpoint(self.checkpoint_path(), task + 1)
                 self.recorder.publish_row()
@@ -136,6 +143,9 @@ class TaskLoop:
         if task == 0 and args.eval_future:     # the zero-shot reference row of forward transfer
             zero_shot = self.evaluate_after(-1)
             self.recorder.set_reference(zero_shot.class_il, zero_shot.task_il)
+        if self.interval is not None and total_steps:
+            self.interval.begin_task(task)
+            self.interval.after_step(task, 0)
         model.train()
         scheduler = model.scheduler
         step_each_iter = scheduler is not None and model.scheduler_mode == "iter"
@@ -164,6 +174,8 @@ class TaskLoop:
                 if step_each_iter:
                     scheduler.step()
                 step += 1
+                if self.interval is not None:
+                    self.interval.after_step(task, step)
                 bar.update()
                 if step % 25 == 0:
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)

@@ -179,8 +179,11 @@ class ContinualDataset:
         return _resize_crop(self.IMAGE_SIZE)
 
     def describe(self) -> dict:
-        """What identifies this dataset's images (part of feature-cache keys)."""
-        return {"name": self.NAME, "options": to_dict(self.options)}
+        """What identifies this dataset's images (part of feature-cache keys); a sequence built with only some
+        of its datasets (``member_tasks``, for ``--eval_datasets DTD``) says which."""
+        described = {"name": self.NAME, "options": to_dict(self.options)}
+        members = getattr(self, "member_tasks", None)
+        return {**described, "tasks": list(members)} if members else described
 
     def fetch(self, indexes: Tensor, split: str = "train") -> Tensor:
         """Not-augmented float images of split positions ``indexes`` (for index-storing memories)."""

@@ -43,8 +43,12 @@ class ClipModel(ContinualModel):
         return ClipOptions
 
     @classmethod
-    def create_backbone(cls, name: str, dataset, options: ClipOptions) -> ClipBackbone:
-        return create_clip(name, options)
+    def create_backbone(cls, name: str, dataset, options: ClipOptions, load: str | None = None) -> ClipBackbone:
+        return create_clip(name, options, load=load)
+
+    def exported_module(self):
+        """The open_clip ``CLIP`` model (a method's own modules, prompts or heads, are not part of it)."""
+        return self.clip.model
 
     @classmethod
     def image_encoder_frozen(cls, options) -> bool:

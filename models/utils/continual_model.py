@@ -84,9 +84,18 @@ class ContinualModel(nn.Module):
         return get_backbone_options(name)
 
     @classmethod
-    def create_backbone(cls, name: str, dataset, options: Any) -> nn.Module:
+    def create_backbone(cls, name: str, dataset, options: Any, load: str | None = None) -> nn.Module:
+        """The network; ``load`` (``--load``) is a model file whose weights replace its initial ones."""
         from backbone import create_backbone
-        return create_backbone(name, dataset.n_classes, options)
+        net = create_backbone(name, dataset.n_classes, options)
+        if load is not None:
+            from utils.model_files import load_checked, read_state_dict
+            load_checked(net, read_state_dict(load), load, f"--backbone {name} with {dataset.n_classes} classes")
+        return net
+
+    def exported_module(self) -> nn.Module:
+        """What ``--save_models`` exports after each task (its state_dict) and ``--load`` reads: the network."""
+        return self.net
 
     @classmethod
     def input_view(cls, dataset, backbone: nn.Module, args: RunOptions, device: torch.device,
