@@ -17,6 +17,10 @@ Options:
   over normalised image features for all classes, initialised as 100 x the zero-shot classifier; image-fc-fixed: the
   image encoder under that head, frozen; fc: the head only. ``logit_scale`` never trains (the scale is 100).
 - ``--ls`` label smoothing (default 0.0), ``--warmup_iters`` (default 100).
+- the weight-space options, all off by default: ``--wise_merge [0.8] --wise_ft_model prev|zeroshot`` (WiSE-FT,
+  ZSCL's ``WiSE_finetune.sh``), ``--we --avg_freq 100``, ``--we_wise [0.98]``, ``--moving_avg [0.999]
+  --mv_avg_model n|t|zeroshot``, ``--l2 l`` (WC, ZSCL's ``wc.sh``: 1); ``models/utils/finetune_clip.py`` says
+  exactly what each does.
 
 The recipe of ``mtil/scripts/finetune.sh`` is ``models/config/finetune.yaml``'s ``mtil`` section
 (``--model_config best``).
@@ -41,6 +45,14 @@ Deviations from the reference:
   fp32`` matches it).
 - The text tower's frozen modes (image, image-fc*) encode the training prompts once per task instead of every
   step (the same features).
+- The weight-space options (``--wise_merge``, ``--we``, ``--we_wise``, ``--moving_avg``, ``--l2``; see
+  ``models/utils/weight_space.py``) pair tensors by name and include buffers; ZSCL zips ``parameters()`` by
+  position, which skips BatchNorm statistics and silently misaligns models of different structure (LoRA).
+- ``--we``, ``--we_wise`` and ``--moving_avg`` given together are refused; ZSCL quietly runs one of them
+  (moving average, else WE, else WE-WiSE) and with ``--moving_avg --we`` saves the anchor copy, not the trained model.
+- With ``--we`` (or ``--we_wise``) and ``--wise_merge`` the merge applies to the ensemble, the model that is kept;
+  ZSCL merges the training model and then saves the ensemble, so its merge is lost. The fork's ``training.py``
+  always merges with zero-shot CLIP whatever ``--wise_ft_model`` says; here ``prev`` is the task's start.
 """
 from models.utils.finetune_clip import FinetuneClipModel
 
