@@ -104,6 +104,20 @@ def test_eval_only_on_one_dataset_of_a_sequence(trained, tmp_path, capsys, cache
     assert datasets["icons"]["top1"] == pytest.approx(row[order.index("icons")])
 
 
+def test_eval_only_on_datasets_of_mtil_by_the_frameworks_names(tmp_path, capsys):
+    """One MTIL dataset alone (its native-format fakes), named as the framework names them."""
+    from test_datasets_mtil import write_mtil_fakes
+    root = write_mtil_fakes(tmp_path / "data", full=False)
+    code, _, err = run(["--eval_only", "--load", str(WEIGHTS_PATH), "--eval_datasets", "DTD,mnist", "--data_path",
+                        str(root), "--verify_data", "0", "--download", "0", "--num_workers", "0", "--quiet",
+                        "--results_path", str(tmp_path / "results"), "--feature_cache", "off"], capsys)
+    assert code == 0, err
+    datasets = json.loads((newest_run(tmp_path / "results") / "results.json").read_text())["datasets"]
+    assert list(datasets) == ["DTD", "MNIST"]
+    assert (datasets["DTD"]["n_classes"], datasets["MNIST"]["n_classes"]) == (47, 10)
+    assert all(0 <= d["top1"] <= 100 and d["setting"] == "task-il" for d in datasets.values())
+
+
 def test_training_from_load_starts_from_the_file(trained, tmp_path, capsys, cache):
     """zero-shot CLIP with --load FILE scores exactly as the model that wrote FILE."""
     run_dir, results = trained
