@@ -87,12 +87,14 @@ def test_ece_by_hand_and_not_per_batch():
     per_batch = np.mean([metrics.expected_calibration_error(conf[i:i + 2], correct[i:i + 2]) for i in (0, 2, 4)])
     assert per_batch == pytest.approx(115 / 3) and per_batch != pytest.approx(41.0)
     diagram = metrics.reliability_diagram(conf, correct)
-    assert diagram["counts"].tolist() == [0, 0, 0, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 2]
+    assert diagram["counts"].tolist() == [0, 0, 0, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 2, 0]
     assert diagram["accuracy"][[3, 8, 14]].tolist() == pytest.approx([0.0, 100.0, 50.0])
     assert diagram["confidence"][[3, 8, 14]].tolist() == pytest.approx([25.0, 55.0, 95.0])
-    assert np.isnan(diagram["accuracy"][0]) and diagram["bin_edges"][[0, -1]].tolist() == [0.0, 100.0]
-    # a confidence of exactly 1 lands in the last bin
-    assert metrics.reliability_diagram([1.0], [1])["counts"][-1] == 1
+    assert np.isnan(diagram["accuracy"][0]) and diagram["bin_edges"][[0, -2, -1]].tolist() == [0.0, 100.0, 100.0]
+    # a confidence of exactly 1 has a bin of its own (torchmetrics' bucketize), apart from [14/15, 1)
+    assert metrics.reliability_diagram([1.0], [1])["counts"].tolist() == [0] * 15 + [1]
+    # [0.95 wrong, 1.0 right]: one bin [14/15, 1] would give |0.5 - 0.975| = 47.5; two bins give (95 + 0) / 2
+    assert metrics.expected_calibration_error([0.95, 1.0], [0, 1]) == pytest.approx(47.5)
 
 
 def _loop_ece(conf, correct, n_bins=15):
@@ -100,11 +102,14 @@ def _loop_ece(conf, correct, n_bins=15):
     total = 0.0
     for b in range(n_bins):
         lo, hi = b / n_bins, (b + 1) / n_bins
-        members = [i for i in range(len(conf)) if lo <= conf[i] < hi or (b == n_bins - 1 and conf[i] == 1.0)]
+        members = [i for i in range(len(conf)) if lo <= conf[i] < hi]
         if members:
             acc = sum(correct[i] for i in members) / len(members)
             avg_conf = sum(conf[i] for i in members) / len(members)
             total += len(members) / len(conf) * abs(acc - avg_conf)
+    ones = [i for i in range(len(conf)) if conf[i] == 1.0]             # torchmetrics' bin past the last edge
+    if ones:
+        total += len(ones) / len(conf) * abs(sum(correct[i] for i in ones) / len(ones) - 1.0)
     return 100.0 * total
 
 
@@ -112,8 +117,37 @@ def test_ece_matches_a_loop_on_random_data():
     rng = np.random.default_rng(0)
     for n in (1, 17, 500):
         conf = rng.uniform(0.05, 1.0, n)
+        conf[::5] = 1.0                                                     # a saturated softmax
         correct = rng.uniform(size=n) < conf ** 2
         assert metrics.expected_calibration_error(conf, correct) == pytest.approx(_loop_ece(conf, correct))
+
+
+def test_ece_equals_torchmetrics_calibration_error():
+    """The test-only dependency: torchmetrics' multiclass/binary calibration_error (15 bins, L1), which
+    CLAP4CLIP computed, on the same confidences, saturated ones (exactly 1.0) included."""
+    torchmetrics = pytest.importorskip("torchmetrics.functional.classification")
+    gen = torch.Generator().manual_seed(0)
+    for n, c, scale in ((200, 10, 3.0), (1000, 100, 30.0), (64, 5, 300.0)):   # the last saturates (CLAP's 100x)
+        logits = torch.randn(n, c, generator=gen) * scale
+        target = torch.randint(0, c, (n,), generator=gen)
+        target[:n // 2] = logits[:n // 2].argmax(1)                          # half right by construction
+        probs = logits.softmax(1)
+        conf, pred = probs.max(1)
+        ours = metrics.expected_calibration_error(conf.numpy(), (pred == target).numpy())
+        ref = torchmetrics.multiclass_calibration_error(probs, target, num_classes=c, n_bins=15, norm="l1")
+        assert ours == pytest.approx(100 * float(ref), abs=1e-4)
+        binary = torchmetrics.binary_calibration_error(conf, (pred == target).long(), n_bins=15, norm="l1")
+        assert ours == pytest.approx(100 * float(binary), abs=1e-4)
+    assert (probs.max(1).values == 1.0).any()                              # the separate bin was exercised
+
+
+def test_mean_batch_ece_is_clap4clips_per_batch_mean():
+    conf = np.array([0.95, 0.95, 0.55, 0.55, 0.25])
+    correct = np.array([1, 0, 1, 1, 0])
+    assert metrics.mean_batch_ece(conf, correct, [2, 2, 1]) == pytest.approx(115 / 3)
+    assert metrics.mean_batch_ece(conf, correct, [5]) == pytest.approx(41.0)
+    with pytest.raises(ValueError):
+        metrics.mean_batch_ece(conf, correct, [2, 2])
 
 
 # ---- novel-data detection ---------------------------------------------------------------------------
@@ -165,11 +199,29 @@ def _loop_average_precision(s_in, s_novel):
 
 
 def _loop_fpr(s_in, s_novel, tpr=0.95):
-    """Lower the threshold from the top until at least 95 % of in-distribution images pass."""
-    for t in sorted(set(s_in), reverse=True):
-        if sum(a >= t for a in s_in) / len(s_in) >= tpr:
-            return 100.0 * sum(b >= t for b in s_novel) / len(s_novel)
-    raise AssertionError
+    """CLAP4CLIP's display_results, one threshold at a time: every distinct score from the top down to the lowest
+    in-distribution one; keep the first threshold whose recall is strictly closer to ``tpr`` than the best so far
+    scanning upwards from the bottom (so ties go to the lower threshold)."""
+    candidates = sorted({s for s in list(s_in) + list(s_novel) if s >= min(s_in)})       # ascending
+    best, best_distance = None, math.inf
+    for t in candidates:
+        distance = abs(sum(a >= t for a in s_in) / len(s_in) - tpr)
+        if distance < best_distance:
+            best, best_distance = t, distance
+    return 100.0 * sum(b >= best for b in s_novel) / len(s_novel)
+
+
+def test_fpr95_takes_the_recall_closest_to_95_percent():
+    # 20 in-distribution scores 20..1: recall 19/20 = 0.95 from threshold 2 down to just above 1, so the lowest
+    # such candidate (the novel score 1.5) is taken: 30, 2.5 and 1.5 are accepted, 0.5 is not
+    s_in = np.arange(20, 0, -1, dtype=float)
+    assert metrics.fpr_at_tpr(s_in, np.array([2.5, 1.5, 0.5, 30.0])) == pytest.approx(75.0)
+    # 12 scores: recall 11/12 = 0.917 (0.033 away) beats 12/12 (0.05 away), although it is below 95 %
+    # ("the highest threshold keeping at least 95 %" would take threshold 1 and accept 0.9 too)
+    s_in = np.arange(12, 0, -1, dtype=float)
+    assert metrics.fpr_at_tpr(s_in, np.array([1.5, 0.9, 3.5])) == pytest.approx(200 / 3)
+    # the lowest in-distribution score ends the candidates: novel scores below it never count
+    assert metrics.fpr_at_tpr(np.array([5.0, 4.0]), np.array([3.0, 6.0])) == pytest.approx(50.0)
 
 
 @pytest.mark.parametrize("decimals", [None, 1])         # continuous scores, and scores with many ties

@@ -53,7 +53,7 @@ def test_a_run_records_calibration_top5_and_novelty(tmp_path):
     assert m["sample_weighted"]["class_il"]["step_accuracy"] == pytest.approx(m["class_il"]["step_accuracy"])
     assert len(res["top5_matrix"]["class_il"]) == 3 and m["top5"]["class_il"]["last_accuracy"] >= m["last_accuracy"]
     steps = res["calibration"]["steps"]
-    assert len(steps) == 3 and m["ece"] == steps[-1]["ece"] and len(res["calibration"]["bin_edges"]) == 16
+    assert len(steps) == 3 and m["ece"] == steps[-1]["ece"] and len(res["calibration"]["bin_edges"]) == 17
     assert [sum(s["counts"]) for s in steps] == [PER_TASK, 2 * PER_TASK, 3 * PER_TASK]      # every seen image
     novelty = res["novelty"]["steps"]
     assert [(s["task"], s["n_in"], s["n_novel"]) for s in novelty] == [(t, PER_TASK * (t + 1), PER_TASK * (9 - t))
@@ -78,6 +78,13 @@ def test_a_run_records_calibration_top5_and_novelty(tmp_path):
     probs = torch.from_numpy(seen).softmax(1).numpy()
     assert ev.calibration["ece"] == pytest.approx(
         metrics.expected_calibration_error(probs.max(1), probs.argmax(1) == seen_labels))
+    # --ece_per_batch 1: CLAP4CLIP's mean over the seen tasks' evaluation batches (of 64, per task)
+    per_batch = evaluate_step(model, dataset, {k: task_loop.test_data(k) for k in range(3)}, 2, [0, 1, 2], 64,
+                              calibration=True, ece_per_batch=True).calibration
+    sizes = [len(b["labels"]) for k in range(3) for b in task_loop.test_data(k).batches(64)]
+    assert per_batch["ece_mode"] == "per_batch" and per_batch["ece"] == pytest.approx(
+        metrics.mean_batch_ece(probs.max(1), probs.argmax(1) == seen_labels, sizes))
+    assert per_batch["counts"] == ev.calibration["counts"]           # the diagram stays dataset-level
     for k in range(3):
         assert ev.top5["class_il"][k] == pytest.approx(metrics.topk_accuracy(logits[k], labels[k], 5))
         assert ev.class_il[k] == pytest.approx(100 * np.mean(logits[k].argmax(1) == labels[k]))

@@ -38,19 +38,24 @@ def _label_rank(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_step(model, dataset, test_data: Mapping[int, TensorTaskData] | Sequence[TensorTaskData],
                   trained_task: int, tasks: Sequence[int], batch_size: int, *, calibration: bool = False,
-                  novel_tasks: Sequence[int] = (), quiet: bool = True, max_batches: int | None = None
-                  ) -> StepEvaluation:
+                  novel_tasks: Sequence[int] = (), quiet: bool = True, max_batches: int | None = None,
+                  ece_per_batch: bool = False) -> StepEvaluation:
     """Evaluate after training ``trained_task`` (``-1``: before any training).
 
     - accuracy on ``tasks``: class-IL = argmax over every class seen so far (for a future task ``k``,
       ``--eval_future``, over the classes of tasks ``0..k``, as if it were the newest); task-IL = argmax over
       task ``k``'s classes only; top-5 likewise where there are at least 5 candidate classes;
     - ``calibration``: max-softmax confidence over the seen classes and class-IL correctness of every seen
-      test image, binned once over the whole seen test set (not per batch);
+      test image, binned once over the whole seen test set; its ``ece`` is that set's (torchmetrics' binning),
+      or with ``ece_per_batch`` CLAP4CLIP's mean of per-batch values over the seen tasks' batches;
     - ``novel_tasks`` (future tasks, ``--eval_ood``): in-distribution = seen tasks, novel = these, both
       scored over the seen classes only (and, if ``model.forward_samples`` gives them, Monte-Carlo samples).
     Without ``novel_tasks`` only per-image confidences and correctness leave the device; with them, each
     batch's seen-class logits are scored on the CPU and only the scores are kept.
+
+    Batches hold one task's test images, in split order; a model whose predictions depend on the rest of the
+    batch (``model.shuffled_eval_batches``, CLAP's ``--vga_context batch``) gets each task's images shuffled
+    once, by ``--seed`` and the task, as the original's test loaders were.
     """
     was_training = model.training
     model.eval()
@@ -59,7 +64,8 @@ def evaluate_step(model, dataset, test_data: Mapping[int, TensorTaskData] | Sequ
     order = sorted(set(tasks) | novel)
     sampler = getattr(model, "forward_samples", None)
     cil, til, sizes, top5_c, top5_t = {}, {}, {}, {}, {}
-    conf, hits = [], []
+    conf, hits, batch_sizes = [], [], []
+    shuffled = bool(getattr(model, "shuffled_eval_batches", False))
     scores: dict[bool, list[dict[str, np.ndarray]]] = {True: [], False: []}    # in-distribution?
     bar = tqdm(total=sum(test_data[k].num_batches(batch_size) for k in order), desc="evaluate",
                leave=False, disable=quiet)
@@ -68,7 +74,8 @@ def evaluate_step(model, dataset, test_data: Mapping[int, TensorTaskData] | Sequ
         lo, hi = dataset.get_offsets(k)
         wants_acc, wants_scores = k in tasks, bool(novel) and (k <= trained_task or k in novel)
         correct_c = correct_t = correct_c5 = correct_t5 = total = 0
-        for i, batch in enumerate(test_data[k].batches(batch_size)):
+        order_gen = torch.Generator().manual_seed(model.args.seed * 1000 + k) if shuffled else None  # fixed per task
+        for i, batch in enumerate(test_data[k].batches(batch_size, shuffle=shuffled, generator=order_gen)):
             if max_batches is not None and i >= max_batches:
                 break
             x = batch["inputs"].to(model.device)
@@ -86,6 +93,7 @@ def evaluate_step(model, dataset, test_data: Mapping[int, TensorTaskData] | Sequ
                 if calibration and k <= trained_task:
                     conf.append(logits[:, :n_seen].softmax(1).amax(1))
                     hits.append(hit_c)
+                    batch_sizes.append(labels.numel())
             if wants_scores:
                 samples = sampler(x) if sampler is not None else None
                 scores[k <= trained_task].append(metrics.novelty_scores(
@@ -103,8 +111,11 @@ def evaluate_step(model, dataset, test_data: Mapping[int, TensorTaskData] | Sequ
     model.train(was_training)
     result = StepEvaluation(cil, til, sizes, {"class_il": top5_c, "task_il": top5_t})
     if conf:
-        diagram = metrics.reliability_diagram(torch.cat(conf).cpu().numpy(), torch.cat(hits).cpu().numpy())
-        result.calibration = {"ece": metrics.ece_from_diagram(diagram),
+        confidences, correct = torch.cat(conf).cpu().numpy(), torch.cat(hits).cpu().numpy()
+        diagram = metrics.reliability_diagram(confidences, correct)
+        ece = metrics.mean_batch_ece(confidences, correct, batch_sizes) if ece_per_batch \
+            else metrics.ece_from_diagram(diagram)
+        result.calibration = {"ece": ece, "ece_mode": "per_batch" if ece_per_batch else "dataset",
                               **{key: diagram[key].tolist() for key in ("counts", "accuracy", "confidence")}}
     if scores[True] and scores[False]:
         joined = {side: {name: np.concatenate([s[name] for s in parts]) for name in parts[0]}

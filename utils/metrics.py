@@ -10,6 +10,8 @@ top-k accuracy, calibration, novel-data detection.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 
@@ -142,26 +144,48 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
 
 # ---- calibration ---------------------------------------------------------------------------------
 
+def calibration_bin_edges(n_bins: int = 15) -> np.ndarray:
+    """Edges (percent) of the ``n_bins + 1`` bins of :func:`reliability_diagram`: ``n_bins`` equal-width bins,
+    then the degenerate bin [100, 100] of confidence exactly 1."""
+    return np.r_[np.linspace(0.0, 100.0, n_bins + 1), 100.0]
+
+
 def reliability_diagram(confidences: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> dict[str, np.ndarray]:
-    """The data of a reliability diagram over a whole test set: ``n_bins`` equal-width confidence bins
-    ``[b/n, (b+1)/n)`` (confidence 1 falls in the last bin, as torchmetrics), each with its sample
-    count, accuracy and mean confidence (percent; NaN for empty bins). ``confidences`` in [0, 1]."""
+    """The data of a reliability diagram over a whole test set, binned as torchmetrics'
+    ``calibration_error`` (what CLAP4CLIP reported): ``n_bins`` equal-width confidence bins ``[b/n, (b+1)/n)``,
+    plus one more for a confidence of exactly 1 (``bucketize(right=True)`` puts it past the last edge; a
+    saturated softmax lands there), each with its sample count, accuracy and mean confidence (percent; NaN
+    for empty bins): ``n_bins + 1`` entries. ``confidences`` in [0, 1]."""
     conf = np.asarray(confidences, dtype=float).ravel()
     hit = np.asarray(correct, dtype=float).ravel()
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
-    counts = np.bincount(bins, minlength=n_bins)
+    bins = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins)
+    counts = np.bincount(bins, minlength=n_bins + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = 100.0 * np.bincount(bins, hit, minlength=n_bins) / counts
-        confidence = 100.0 * np.bincount(bins, conf, minlength=n_bins) / counts
-    return {"bin_edges": 100.0 * edges, "counts": counts, "accuracy": accuracy, "confidence": confidence}
+        accuracy = 100.0 * np.bincount(bins, hit, minlength=n_bins + 1) / counts
+        confidence = 100.0 * np.bincount(bins, conf, minlength=n_bins + 1) / counts
+    return {"bin_edges": calibration_bin_edges(n_bins), "counts": counts, "accuracy": accuracy,
+            "confidence": confidence}
 
 
 def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
     """``ECE = sum_b (n_b / N) |acc_b - conf_b|`` (L1, percent) over the bins of :func:`reliability_diagram`,
-    on the whole test set at once. CLAP4CLIP printed the mean of per-batch ECEs, which is biased upward
-    for small batches; this is the dataset-level value."""
+    on the whole test set at once: torchmetrics' ``multiclass_calibration_error(n_bins=15, norm='l1')`` of the
+    same confidences (tested against it). CLAP4CLIP printed the mean of per-batch values
+    (:func:`mean_batch_ece`, ``--ece_per_batch 1``), which is biased upward for small batches."""
     return ece_from_diagram(reliability_diagram(confidences, correct, n_bins))
+
+
+def mean_batch_ece(confidences: np.ndarray, correct: np.ndarray, batch_sizes: Sequence[int], n_bins: int = 15
+                   ) -> float:
+    """CLAP4CLIP's ECE: the mean over evaluation batches (consecutive ``batch_sizes`` items) of each batch's
+    :func:`expected_calibration_error` (percent)."""
+    conf, hit = np.asarray(confidences, dtype=float).ravel(), np.asarray(correct, dtype=float).ravel()
+    bounds = np.cumsum([0, *batch_sizes])
+    if bounds[-1] != conf.size:
+        raise ValueError(f"batch sizes add up to {bounds[-1]}, not to the {conf.size} confidences")
+    values = [expected_calibration_error(conf[a:b], hit[a:b], n_bins) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def ece_from_diagram(diagram: dict[str, np.ndarray]) -> float:
@@ -251,15 +275,24 @@ def aupr(in_scores: np.ndarray, novel_scores: np.ndarray) -> float:
 
 
 def fpr_at_tpr(in_scores: np.ndarray, novel_scores: np.ndarray, tpr: float = 0.95) -> float:
-    """False-positive rate (percent of novel images accepted) at the highest threshold ``tau`` that keeps at
-    least ``tpr`` of the in-distribution images (``s >= tau``): ``tau`` = the ``ceil(tpr n_in)``-th highest
-    in-distribution score, FPR = ``mean(s_novel >= tau)``."""
+    """False-positive rate (percent of novel images accepted, ``s >= tau``) at the threshold whose in-distribution
+    recall is *closest* to ``tpr``, as CLAP4CLIP's ``utils/display_results.py`` (from energy_ood) computes FPR95:
+    the candidate thresholds are the distinct values of all scores, from the highest down to the first one that
+    accepts every in-distribution image; ties in ``|recall - tpr|`` go to the lower threshold (more accepted).
+    The recall reached may be below ``tpr`` (e.g. 0.94 beats 0.97)."""
     s_in, s_nov = np.asarray(in_scores, dtype=float).ravel(), np.asarray(novel_scores, dtype=float).ravel()
     if s_in.size == 0 or s_nov.size == 0:
         return float("nan")
-    k = max(int(np.ceil(tpr * s_in.size - 1e-9)), 1)
-    tau = np.sort(s_in)[::-1][k - 1]
-    return float(100.0 * np.mean(s_nov >= tau))
+    scores = np.r_[s_in, s_nov]
+    order = np.argsort(-scores, kind="mergesort")
+    ranked, positive = scores[order], np.r_[np.ones(s_in.size), np.zeros(s_nov.size)][order]
+    last_of_group = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), scores.size - 1]   # one per distinct score
+    tp = np.cumsum(positive)[last_of_group]
+    fp = last_of_group + 1 - tp
+    stop = int(np.searchsorted(tp, tp[-1]))                 # the first threshold with full recall
+    distance = np.abs(tp[:stop + 1] / s_in.size - tpr)
+    cut = stop - int(np.argmin(distance[::-1]))             # the lowest threshold among the closest
+    return float(100.0 * fp[cut] / s_nov.size)
 
 
 def novelty_detection(in_scores: dict[str, np.ndarray], novel_scores: dict[str, np.ndarray]

@@ -151,7 +151,7 @@ class Group:
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(counts > 0, values * counts, 0.0).sum(0) / total
 
-        edges = np.linspace(0.0, 100.0, counts.shape[1] + 1)
+        edges = metrics.calibration_bin_edges(counts.shape[1] - 1)
         return {"bin_edges": edges, "counts": total, "accuracy": pooled("accuracy"),
                 "confidence": pooled("confidence"), "n_runs": len(parts)}
 

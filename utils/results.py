@@ -234,11 +234,13 @@ class RunRecorder:
     def _calibration_record(self) -> dict[str, Any]:
         if all(c is None for c in self.calibration):
             return {}
-        edges = np.linspace(0.0, 100.0, len(next(c for c in self.calibration if c)["counts"]) + 1)
+        edges = metrics.calibration_bin_edges(len(next(c for c in self.calibration if c)["counts"]) - 1)
         return {"calibration": {
-            "definition": "ECE = sum_b (n_b / N) |acc_b - conf_b| (L1, percent), equal-width confidence bins, "
-                          "over all seen tasks' test images after each task; confidence = max softmax over "
-                          "the seen classes, correct = class-IL prediction",
+            "definition": "ECE = sum_b (n_b / N) |acc_b - conf_b| (L1, percent) over 15 equal-width confidence bins "
+                          "plus one for confidence exactly 1 (torchmetrics' calibration_error binning), over all seen "
+                          "tasks' test images after each task (ece_mode 'dataset'), or the mean of that value over "
+                          "evaluation batches (ece_mode 'per_batch', --ece_per_batch 1, CLAP4CLIP's); confidence = "
+                          "max softmax over the seen classes, correct = class-IL prediction",
             "bin_edges": edges.tolist(), "steps": self.calibration}}
 
     def _novelty_record(self) -> dict[str, Any]:

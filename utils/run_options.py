@@ -25,6 +25,8 @@ class RunOptions:
                                "unseen classes, e.g. zero-shot CLIP)")
     compute_ece: bool = option(True, "after each task, record the expected calibration error (15 bins, L1) and "
                                "reliability-diagram bins over the whole seen test set (cheap: one number per image)")
+    ece_per_batch: bool = option(False, "record CLAP4CLIP's ECE instead: the mean of per-batch ECEs over the seen "
+                                 "tasks' evaluation batches (--eval_batch_size; biased upward for small batches)")
     eval_ood: bool = option(False, "after each task but the last, also score the future tasks' test images over the "
                             "seen classes and record novel-data detection (AUROC, AUPR, FPR95; costs an extra "
                             "pass over the future test sets)")

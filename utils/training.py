@@ -196,4 +196,5 @@ class TaskLoop:
         with autocast(self.model.precision, self.model.device):
             return evaluate_step(self.model, self.dataset, test, task, tasks, args.eval_batch_size,
                                  calibration=args.compute_ece and task >= 0, novel_tasks=novel,
-                                 quiet=args.quiet, max_batches=3 if args.debug_mode else None)
+                                 quiet=args.quiet, max_batches=3 if args.debug_mode else None,
+                                 ece_per_batch=args.ece_per_batch)
