@@ -204,6 +204,9 @@ def _eval_config(first: argparse.Namespace, argv: list[str], original: list[str]
     names = opt.coerce(opt.field_of(RunOptions, "eval_datasets"), known.eval_datasets or [])
     if (known.eval_single is None) != (known.class_names is None):
         raise UserError("--eval_single IMAGE and --class_names FILE go together (the classes to rank the image among)")
+    if any(a in ("-h", "--help") for a in argv) and not names and not first.dataset:
+        _full_parser(model_cls, None, None).print_help()
+        raise SystemExit(0)
     if known.eval_single is not None:
         if names or first.dataset:
             raise UserError("--eval_single classifies one image among --class_names: drop --dataset/--eval_datasets")
