@@ -89,6 +89,8 @@ def test_eval_only_on_an_exported_file_gives_the_runs_accuracies(trained, tmp_pa
     lines = list(csv.reader(io.StringIO((ev_dir / "eval_results.csv").read_text())))
     assert lines[0] == ["dataset", "top1", "top5"] and lines[1][0] == "synth-mtil" and len(lines) == 9
     assert "synth-mtil/icons" in out
+    code, _, err = run(["--resume", str(ev_dir)], capsys)
+    assert code == 2 and "is an --eval_only evaluation" in err
 
 
 def test_eval_only_on_one_dataset_of_a_sequence(trained, tmp_path, capsys, cache):

@@ -338,7 +338,10 @@ def _resume_config(run_dir: str, argv: list[str]) -> Config:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"--resume: no run at '{run_dir}' (expected {path})")
-    config = Config.from_json(json.loads(path.read_text()))
+    blob = json.loads(path.read_text())
+    if "eval_datasets" in blob.get("selection", {}):
+        raise UserError(f"--resume: {run_dir} is an --eval_only evaluation, which trains nothing; run it again instead")
+    config = Config.from_json(blob)
     parser = _Parser(prog="main.py --resume", add_help=False, allow_abbrev=False)
     parser.add_argument("--resume")
     fields = {f: RunOptions.__dataclass_fields__[f] for f in RESUME_OVERRIDES}
