@@ -25,6 +25,14 @@ textures   8       full-frame texture swatches: the 4 known textures   DTD: text
                    and 4 never-seen ones (zigzag, grid, wavy, speckled) half the names unknown
 ========== ======= ==================================================== ============================
 
+Templates follow the analogue's template set in ZSCL's MTIL (the first one trains, evaluation averages all):
+one for counting (MNIST has one), paraphrases of one sentence for shades, scenes and textures (Aircraft and SUN397
+have "a/the" pairs, DTD "a photo of a {} texture/pattern/thing/object."), rendering variants for shapes
+(Caltech101's "a photo/drawing/painting/sketch of a {}.") and three different forms for styles (EuroSAT). A set of
+unrelated sentences would leave most of the ensemble at its zero-shot text features after fine-tuning on the
+first: with the earlier three-form sets, 400 steps of whole fine-tuning on counting reached 49.8 % with the
+training template and 30.7 % with the ensemble (seed 0, lr 1e-4).
+
 Every split is deterministic from (world seed, dataset, split, images per class) and independent of the
 other datasets, so both task orders see the same images.
 """
@@ -146,20 +154,21 @@ def _render_textures(world, labels, g):
 
 
 SYNTH_TASKS: dict[str, SynthTask] = {t.name: t for t in (
-    SynthTask("counting", NUMBERS, ("a photo of {} objects.", "{} shapes.", "a drawing of {} things."),
+    SynthTask("counting", NUMBERS, ("a photo of {} objects.",),
               _render_counting, "MNIST"),
     SynthTask("icons", tuple(f"{c} {s}" for c, s in ICON_CLASSES),
               ("a blurry photo of a {}.", "a low resolution photo of a {}.", "a photo of a {}."),
               _render_icons, "CIFAR100"),
     SynthTask("scenes", tuple(f"a {a} and a {b}" for a, b in SCENE_PAIRS),
-              ("a photo of {}.", "a scene with {}.", "a picture of {}."), _render_scenes, "SUN397"),
-    SynthTask("shades", tuple(SHADES), ("a photo of a {} object.", "a {} thing.", "a photo of something {}."),
+              ("a photo of {}.", "a picture of {}."), _render_scenes, "SUN397"),
+    SynthTask("shades", tuple(SHADES), ("a photo of a {} object.", "a photo of the {} object."),
               _render_shades, "Aircraft"),
-    SynthTask("shapes", SHAPES, ("a photo of a {}.", "a drawing of a {}.", "a {} shape."), _render_shapes,
-              "Caltech101"),
+    SynthTask("shapes", SHAPES, ("a photo of a {}.", "a drawing of a {}.", "a painting of a {}.",
+                                 "a sketch of a {}."), _render_shapes, "Caltech101"),
     SynthTask("styles", STYLE_NAMES, ("a {} of an object.", "a {}.", "an object as a {}."), _render_styles,
               "EuroSAT"),
-    SynthTask("textures", ALL_TEXTURES, ("a photo of a {} texture.", "a {} pattern.", "a {} surface."),
+    SynthTask("textures", ALL_TEXTURES, ("a photo of a {} texture.", "a photo of a {} pattern.",
+                                      "a photo of a {} thing.", "a photo of a {} object."),
               _render_textures, "DTD"),
 )}
 ORDERS: dict[str, tuple[str, ...]] = {
