@@ -9,46 +9,65 @@ cross-entropy of the similarities between each class's template-mean text featur
 samples of every class of the task); predictions average the T logits before the softmax.
 
 The recipe of the paper's README (``--use-vga --expandable-adapter --lasp --beta 15 --variational
---finetuning --method er``):
+--finetuning --method er``), as its code runs it (``classifier/continual_clip_variational.py`` and, for
+``--prompt coop|maple``, ``coop_variational.py``/``maple_variational.py``):
+- the VGA is one ``nn.TransformerDecoderLayer`` (GELU, dropout 0.1, feed-forward 2048 whatever D: ``--vga_ffn``)
+  with 1 head for hand-crafted prompts and D/64 for CoOp/MaPLe (``--vga_heads``); it is in eval mode (no
+  dropout) at test time and during selection and finetuning, in train mode during main training;
 - one head per task, created and language-initialised at the task's start (W_mu = T^T T / C from template
-  means, W_sigma = V^T V / C from template variances over all classes seen so far); older heads frozen;
-- an ER memory replayed during training, then ``--finetune_epochs`` of class-balanced finetuning on the
-  memory alone at lr/10 (cosine, no warm-up) with every head trainable and the VGA frozen, where KL
-  and LASP cover every task;
-- SGD, effective lr = lr * batch_size / 20, linear warm-up over 30 % of the steps then cosine to lr/1000.
+  means, W_sigma = V^T V / C from template variances over all classes seen so far); older heads frozen; a head
+  is a Linear (hand) or LayerNorm -> Linear (CoOp/MaPLe; ``--head_norm``) for mu and for sigma;
+- ER: the memory's items appended to the task's data (``--replay append``), then ``--finetune_epochs`` of
+  class-balanced finetuning on the memory alone at lr/10 (cosine, no warm-up) with every head trainable and the
+  VGA frozen, where KL and LASP cover every task; memory selection re-scores the old classes' stored exemplars
+  with the current model (herding on the L2-normalised mean logits, entropy of their softmax);
+- SGD, effective lr = lr * batch_size / 20, linear warm-up over 30 % of the steps (step s at lr (s+1)/(w+1)),
+  then cosine to lr/1000; CLAP+MaPLe: unscaled lr, no warm-up, 2 context tokens from "a photo of a", and only
+  the first-layer text context trains (the original's name filter); CLAP+CoOp: 12 N(0, 0.02) context tokens;
+- test batches of 32 (``eval_batch_size``), and training augmentation = horizontal flips, served as cached
+  feature views with ``--feature_views 2`` (``--augmentation flip``).
 ``--variational 0`` is the deterministic "w/o VI" variant (z = mu, no KL, one forward pass).
 
-Differences from the original code, each a fix (see ``../shared/reference/clap4clip.md``):
-- ``--vga_context image`` (default): the VGA sees only the image being classified. The original used
-  the whole batch as context, and its test batches hold one task's images, which leaks the task
-  identity; ``--vga_context batch`` keeps that behaviour for comparison (both are reported in the README).
-- Evaluation is deterministic: the VGA is in eval mode (the original left its dropout on) and the
-  Monte-Carlo noise at test time is fixed per class (seeded), so a prediction does not depend on the
-  batch or on the evaluation order.
-- The memory is replayed as an extra mini-batch whose size is proportional to memory / task size, so an
-  epoch sees as many memory items as when the original appended the memory to the task's data.
+Deviations from the reference:
+- ``--vga_context image`` (default): the VGA sees only the image being classified. The original used the whole
+  batch as context, and its test batches hold 32 shuffled images of one task, which leaks the task identity;
+  ``--vga_context batch`` restores it (test batches then shuffled once per task, of ``--eval_batch_size``).
+- Monte-Carlo noise at test time is fixed per class (seeded), so evaluation is deterministic; the original drew
+  fresh samples at every test batch. Noise is shared by the images of a batch (per class and sample), as the
+  original's per-class distributions were.
 - A single template per class has no variance: W_sigma then keeps its default init (the original: NaN).
-- Monte-Carlo noise is shared by the images of a batch (per class and sample); with a batch-wide
-  context this is what the original did, since its distributions were per class.
-- With ``--prompt maple`` every MaPLe prompt layer trains (the original froze the deep prompts by name).
+- Flips need ``--feature_views 2`` (the default 0 caches the unflipped image only, the earlier behaviour);
+  exemplar selection scores the unflipped images (the original's selection loader used the training transform,
+  random flips included).
+- micro-clip's 16-token context cannot hold CLAP+CoOp's 12 tokens: the default becomes the most that fit (7 on
+  seq-synth); ``--n_ctx`` sets it.
+- With ``--vga_context image`` each (image, class) pair is its own one-key attention: dropout drops that key's
+  weight per (image, class, head), as ``nn.MultiheadAttention`` would.
+- Fixes behind flags: ``--maple_train_all 1`` trains every MaPLe prompt layer (the original froze all but the
+  first-layer context by accident); ``--replay batch`` replays a batch of batch x memory / task items per
+  stream batch instead of appending (Tusk's earlier default); ``--vga_ffn 512`` and ``--vga_heads`` restore the
+  earlier 4 x D width on micro-clip; ``--rescore_memory 0`` keeps the old exemplars' first ranking.
+- fp32 (``--precision``) where the original trains fp16 weights with plain SGD; the run's ``--seed`` sets the
+  class order only through ``--class_order``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from models.utils.batch_scaled_lr import BatchScaledWarmupCosine
-from models.utils.clap_modules import VariationalHead, VisualGuidedAttention, gaussian_kl, task_block_mask, \
-    template_statistics
+from models.utils.clap_modules import ORIGINAL_FFN, VariationalHead, VisualGuidedAttention, gaussian_kl, \
+    task_block_mask, template_statistics
 from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from models.utils.memory_replay import REPLAY_MODES, MemoryReplay
 from models.utils.prompt_learners import CoopPrompts, HandCraftedPrompts, PromptLearner
+from utils.augment import HorizontalFlipViews
 from utils.options import option
-from utils.schedulers import warmup_cosine
 
 PROMPTS = ("hand", "coop", "maple", "attriclip")
 #: logits given to classes without a head yet (they cannot be predicted)
@@ -67,17 +86,37 @@ class Clap4clipOptions:
     beta: float = option(15.0, "weight of the LASP term", min=0.0)
     use_vga: bool = option(True, "visual-guided attention on the class features")
     vga_context: str = option("image", "what the VGA attends to: the image itself, or every image of the "
-                              "batch (the original; leaks the task through single-task test batches)",
+                              "batch (the original; leaks the task through single-task test batches, which are "
+                              "then shuffled once per task, as the original's, and --eval_batch_size matters)",
                               choices=("image", "batch"))
-    vga_heads: int = option(1, "attention heads of the VGA (CLAP: 1; CLAP4CLIP's CoOp variant: 8)", min=1)
+    vga_heads: int = option(0, "attention heads of the VGA; 0 = the original's: 1 with --prompt hand|attriclip, "
+                            "D/64 with coop|maple (8 on ViT-B/16)", min=0)
+    vga_ffn: int = option(ORIGINAL_FFN, "feed-forward width of the VGA (the original keeps nn.TransformerDecoderLayer's "
+                          "2048 for every backbone; 4 x D before the fidelity pass, e.g. 512 for micro-clip)", min=1)
+    head_norm: Optional[bool] = option(None, "a LayerNorm in front of each head's Linear; default: as the original "
+                                       "variant (on with --prompt coop|maple, off with hand|attriclip)")
     language_init: bool = option(True, "initialise each new head from template statistics")
     finetune_epochs: int = option(2, "epochs of class-balanced finetuning on the memory after each task "
                                   "but the first (0 = off)", min=0)
-    warmup: float = option(0.3, "fraction of each task's steps with linear learning-rate warm-up", min=0.0,
-                           max=1.0)
-    n_ctx: int = option(4, "coop/maple: learnable context tokens (with --ctx_init, the phrase decides)", min=1)
-    ctx_init: str = option("a photo of a", "coop/maple: phrase that initialises the context ('' = random)")
+    replay: str = option("append", "how the memory joins main training: 'append' = its items appended to the "
+                         "task's data (the original's ER), 'batch' = a replay batch of batch x memory / task items "
+                         "after every stream batch", choices=REPLAY_MODES)
+    warmup: Optional[float] = option(None, "fraction of each task's steps with linear learning-rate warm-up "
+                                     "(step s at lr (s + 1) / (w + 1)); default: the original's 0.3, 0 with "
+                                     "--prompt maple", min=0.0, max=1.0)
+    lr_batch_scale: Optional[bool] = option(None, "effective lr = lr x batch_size / 20; default: on, off with "
+                                            "--prompt maple (as the original variants)")
+    augmentation: str = option("flip", "what --feature_views caches: horizontal flips (the original's only "
+                               "augmentation; use an even --feature_views) or the dataset's augmentation",
+                               choices=("flip", "dataset"))
+    n_ctx: Optional[int] = option(None, "coop/maple: learnable context tokens; default: the original's 12 (coop) "
+                                  "and 2 (maple)", min=1)
+    ctx_init: Optional[str] = option(None, "coop/maple: phrase that initialises the context ('' = N(0, 0.02)); "
+                                     "default: the original's '' (coop) and 'a photo of a' (maple)")
     prompt_depth: int = option(9, "maple: layers that receive prompts (clamped to the encoders' depth)", min=1)
+    maple_train_all: bool = option(False, "maple: train every prompt layer (first-layer projection, deep prompts "
+                                   "and couplings); the original's optimizer name filter trained the first-layer "
+                                   "text context only, the rest staying at its random init")
     n_attributes: int = option(10, "attriclip: size of the attribute bank", min=1)
     attr_n_ctx: int = option(12, "attriclip: context tokens per attribute", min=1)
     attr_top_k: int = option(3, "attriclip: attributes chosen per image", min=1)
@@ -85,23 +124,60 @@ class Clap4clipOptions:
     ortho_weight: float = option(0.3, "attriclip: weight of the attribute orthogonality loss", min=0.0)
 
 
-class Clap4clip(BatchScaledWarmupCosine, ClipModel):
+#: What the original's variants fix in code (``continual_clip_variational.py`` for the hand-crafted prompts,
+#: ``coop_variational.py``, ``maple_variational.py``); an option left unset takes its variant's value.
+#: ``vga_heads`` 0 means D/64 (``nhead=ctx_dim // 64``). CLAP+AttriCLIP was released as bytecode only: as hand.
+VARIANTS = {
+    "hand": {"vga_heads": 1, "head_norm": False, "warmup": 0.3, "lr_batch_scale": True},
+    "coop": {"vga_heads": 0, "head_norm": True, "warmup": 0.3, "lr_batch_scale": True, "n_ctx": 12, "ctx_init": ""},
+    "maple": {"vga_heads": 0, "head_norm": True, "warmup": 0.0, "lr_batch_scale": False, "n_ctx": 2,
+              "ctx_init": "a photo of a"},
+}
+VARIANTS["attriclip"] = VARIANTS["hand"]
+
+
+class Clap4clip(MemoryReplay, BatchScaledWarmupCosine, ClipModel):
     NAME = "clap4clip"
     Options = Clap4clipOptions
     CAN_PREDICT_FUTURE = False          # a class gets its distribution from its task's head
-    DEFAULTS = {"backbone": "micro-clip", "n_epochs": 5, "lr": 1e-3, "batch_size": 32, "optim_mom": 0.0,
-                "buffer_mode": "balanced", "scheduler_mode": "iter"}
+    HERDING_ON = "logits"               # CLAP4CLIP's icarl selector herds the mean logits
+    RESCORES_MEMORY = True
+    DEFAULTS = {"backbone": "micro-clip", "n_epochs": 5, "lr": 1e-3, "batch_size": 32, "eval_batch_size": 32,
+                "optim_mom": 0.0, "buffer_mode": "balanced", "scheduler_mode": "iter"}
 
     @classmethod
     def image_encoder_frozen(cls, options) -> bool:
         return options is None or options.prompt != "maple"
 
+    @classmethod
+    def view_augmentation(cls, dataset, options):
+        return HorizontalFlipViews() if options is None or options.augmentation == "flip" else None
+
+    def setting(self, name: str):
+        """Option ``name``, or its value in the original variant of ``--prompt`` when it is unset."""
+        value = getattr(self.opts, name)
+        return VARIANTS[self.opts.prompt].get(name) if value is None else value
+
+    def vga_heads(self) -> int:
+        heads = self.opts.vga_heads or VARIANTS[self.opts.prompt]["vga_heads"]
+        return heads or max(1, self.clip.embed_dim // 64)
+
+    @property
+    def shuffled_eval_batches(self) -> bool:
+        """A batch-wide VGA context makes predictions depend on the batch: test batches are shuffled per task."""
+        return self.opts.use_vga and self.opts.vga_context == "batch"
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.check_replay()
         o, dim = self.opts, self.clip.embed_dim
         self.prompt = self._make_prompt_learner().to(self.device)
-        self.vga = VisualGuidedAttention(dim, o.vga_heads).to(self.device) if o.use_vga else None
-        self.heads = nn.ModuleList(VariationalHead(dim, o.variational) for _ in range(self.n_tasks)).to(self.device)
+        if o.prompt == "maple" and not o.maple_train_all:       # the original's name filter: only 'ctx' trains
+            for name, param in self.prompt.named_parameters():
+                param.requires_grad_(name == "ctx")
+        self.vga = VisualGuidedAttention(dim, self.vga_heads(), o.vga_ffn).to(self.device) if o.use_vga else None
+        norm = bool(self.setting("head_norm"))
+        self.heads = nn.ModuleList(VariationalHead(dim, o.variational, norm) for _ in range(self.n_tasks)).to(self.device)
         self.heads.requires_grad_(False)
         self.trained_heads = 0
         labels = list(range(self.n_classes))
@@ -118,17 +194,25 @@ class Clap4clip(BatchScaledWarmupCosine, ClipModel):
     def _make_prompt_learner(self) -> PromptLearner:
         o, names = self.opts, self.dataset.class_names
         if o.prompt == "coop":
-            return CoopPrompts(self.clip, names, o.n_ctx, o.ctx_init, seed=self.args.seed)
+            n_ctx = self.setting("n_ctx") if o.n_ctx is not None else self.fitting_context(names, self.setting("n_ctx"))
+            return CoopPrompts(self.clip, names, n_ctx, self.setting("ctx_init"), seed=self.args.seed)
         if o.prompt == "maple":
             from models.utils.maple_prompts import MaplePrompts
-            return MaplePrompts(self.clip, names, n_ctx=o.n_ctx, ctx_init=o.ctx_init, depth=o.prompt_depth,
-                                seed=self.args.seed)
+            return MaplePrompts(self.clip, names, n_ctx=self.setting("n_ctx"), ctx_init=self.setting("ctx_init"),
+                                depth=o.prompt_depth, seed=self.args.seed)
         if o.prompt == "attriclip":
             from models.utils.attriclip_prompts import AttriclipPrompts
             return AttriclipPrompts(self.clip, names, n_attributes=o.n_attributes, n_ctx=o.attr_n_ctx,
                                     top_k=o.attr_top_k, matching_weight=o.matching_weight,
                                     ortho_weight=o.ortho_weight, seed=self.args.seed)
         return HandCraftedPrompts(self.clip, names, self.zero_shot_weights())
+
+    def fitting_context(self, names: list[str], wanted: int) -> int:
+        """``wanted`` context tokens, or as many as the text encoder's context holds in front of the longest
+        '<name>.' (micro-clip's 16 tokens cannot hold the original's 12)."""
+        tokens = self.clip.tokenize([f"{n.replace('_', ' ')}." for n in names])
+        longest = int((tokens != 0).sum(1).max())              # SOS + name + '.' + EOS
+        return max(1, min(wanted, tokens.shape[1] - 1 - longest))        # check_fits_context keeps the last free
 
     # ---- the probabilistic classifier ----------------------------------------------------------
     def task_sizes(self, n_tasks: int) -> list[int]:
@@ -232,14 +316,17 @@ class Clap4clip(BatchScaledWarmupCosine, ClipModel):
 
     def observe(self, inputs, labels, not_aug_inputs, epoch=None):
         self.optimizer.zero_grad()
-        x, y = self.with_replay(inputs, labels)
+        x, y = self.stream_and_replay(inputs, labels)
         loss = self.clap_loss(x, y, finetuning=False)
         self.backward_and_step(loss)
         self.remember(examples=not_aug_inputs, labels=labels)
         return loss.item()
 
     def warmup_fraction(self) -> float:
-        return self.opts.warmup
+        return float(self.setting("warmup"))
+
+    def lr_scale(self) -> float:
+        return super().lr_scale() if self.setting("lr_batch_scale") else 1.0
 
     def train_only_head(self, i: int) -> None:
         """What trains during task ``i``'s main training: its head, the VGA and the prompt."""
@@ -256,7 +343,7 @@ class Clap4clip(BatchScaledWarmupCosine, ClipModel):
             var = None if self.template_var is None else self.template_var[:seen]
             self.heads[i].language_init(self.template_mean[:seen], var)
         self.trained_heads = i + 1
-        if self.buffer is not None and self.args.minibatch_size is None:
+        if self.buffer is not None and not self.appends_memory() and self.args.minibatch_size is None:
             self.minibatch_size = self.replay_size(dataset)
 
     def replay_size(self, dataset) -> int:
@@ -269,34 +356,16 @@ class Clap4clip(BatchScaledWarmupCosine, ClipModel):
 
     def end_task(self, dataset):
         if self.current_task > 0 and self.buffer is not None and self.opts.finetune_epochs > 0:
-            self.finetune_on_memory()
+            self.class_balanced_finetuning()
 
-    def finetune_on_memory(self) -> None:
-        """Class-balanced finetuning: memory only, every head trainable, VGA frozen, lr/10, no warm-up."""
-        items = self.memory_items()
-        examples, labels = items["examples"], items["labels"]
+    def class_balanced_finetuning(self) -> None:
+        """Memory only, every head trainable, VGA frozen, lr/10, cosine without warm-up."""
         self.heads[:self.trained_heads].requires_grad_(True)
         if self.vga is not None:
             self.vga.requires_grad_(False).eval()
         params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("net.")]
-        a, bs = self.args, self.args.batch_size
-        optimizer = torch.optim.SGD(params, lr=a.lr * self.lr_scale() / 10, momentum=a.optim_mom,
-                                    weight_decay=a.optim_wd)
-        steps = math.ceil(len(labels) / bs)
-        scheduler = warmup_cosine(optimizer, steps * self.opts.finetune_epochs, 0.0)
-        bar = tqdm(total=steps * self.opts.finetune_epochs, desc="finetune on memory", leave=False,
-                   disable=a.quiet)
-        for _ in range(self.opts.finetune_epochs):
-            order = torch.randperm(len(labels), generator=self.generator).to(labels.device)
-            for start in range(0, len(labels), bs):
-                idx = order[start:start + bs]
-                optimizer.zero_grad()
-                loss = self.clap_loss(self.transform(examples[idx]), labels[idx], finetuning=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                bar.update()
-        bar.close()
+        self.finetune_on_memory(params, self.args.lr * self.lr_scale() / 10, self.opts.finetune_epochs,
+                                lambda x, y: self.clap_loss(x, y, finetuning=True))
         self.heads.requires_grad_(False)
         if self.vga is not None:
             self.vga.requires_grad_(True).train(self.training)

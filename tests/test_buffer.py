@@ -227,6 +227,21 @@ def test_class_balanced_shrink_keeps_priority_prefix():
     assert buf.get_all()["labels"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
+def test_class_balanced_reprioritise_reorders_old_classes_before_shrinking():
+    buf = ClassBalancedBuffer(buffer_size=8)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    buf.update({"x": torch.arange(8), "labels": labels}, torch.arange(8))
+    # a re-ranking by the current model: class 0 prefers its items 3, 1; class 1 prefers 6 and drops 4
+    buf.reprioritise(torch.tensor([3, 1, 0, 2, 6, 5, 7]))
+    assert buf.get_all()["x"].tolist() == [3, 1, 0, 2, 6, 5, 7] and len(buf) == 7
+    buf.update({"x": torch.tensor([8, 9]), "labels": torch.tensor([2, 2])}, torch.tensor([0, 1]))
+    assert buf.get_all()["x"].tolist() == [3, 1, 6, 5, 8, 9]              # quota 8 // 3 = 2: the new prefixes
+    with pytest.raises(ValueError):
+        buf.reprioritise(torch.tensor([2, 0]))                             # classes out of order
+    with pytest.raises(ValueError):
+        buf.reprioritise(torch.tensor([0, 0]))
+
+
 def test_class_balanced_per_class_never_shrinks():
     buf = ClassBalancedBuffer(per_class=3)
     for t in range(5):

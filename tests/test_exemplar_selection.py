@@ -168,13 +168,44 @@ def test_energy_mean_over_samples():
     assert rank_exemplars("energy", labels, mc_logits=mc).tolist() == [1, 0]
 
 
-def test_entropy_of_mean_not_mean_of_entropies():
+def test_entropy_is_of_the_softmax_of_the_mean_logits():
+    """CLAP4CLIP's entropy selector scores softmax(model(x, test=True)), i.e. of the Monte-Carlo mean logits."""
     labels = torch.zeros(2, dtype=torch.long)
-    # image 0: confident samples that disagree -> H(mean p) ~ 0.86 but mean H ~ 0.39
-    # image 1: two identical moderately unsure samples -> both ~ 0.69
-    p = torch.tensor([[[0.9, 0.05, 0.05], [0.75, 0.2, 0.05]],
-                      [[0.05, 0.9, 0.05], [0.75, 0.2, 0.05]]])
-    assert rank_exemplars("entropy", labels, mc_logits=torch.log(p)).tolist() == [0, 1]
+    # image 0: samples [6, 0, 0] and [0, 0, 0]; image 1: [1.9, 0, 0] twice
+    mc = torch.tensor([[[6.0, 0.0, 0.0], [1.9, 0.0, 0.0]], [[0.0, 0.0, 0.0], [1.9, 0.0, 0.0]]])
+    h_of_mean_logits = torch.special.entr(mc.mean(0).softmax(-1)).sum(-1)      # 0.51, 0.70
+    h_of_mean_probs = torch.special.entr(mc.softmax(-1).mean(0)).sum(-1)       # 0.85, 0.70
+    assert h_of_mean_logits[0] < h_of_mean_logits[1] and h_of_mean_probs[0] > h_of_mean_probs[1]
+    assert rank_exemplars("entropy", labels, mc_logits=mc).tolist() == [1, 0]            # most uncertain first
+    # with a deterministic model the mean logits are the logits
+    assert rank_exemplars("entropy", labels, logits=mc.mean(0)).tolist() == [1, 0]
+
+
+def test_herding_on_logits_is_herding_on_the_normalised_mean_logits():
+    """CLAP4CLIP's icarl selector herds the L2-normalised model(x, test=True) outputs: MC-mean logits."""
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.tensor([0] * 12 + [1] * 9)
+    mc = torch.randn(5, 21, 7, generator=gen)
+    features = torch.randn(21, 16, generator=gen)
+    on_logits = rank_exemplars("herding", labels, features=features, mc_logits=mc, k=4, herding_on="logits")
+    assert torch.equal(on_logits, rank_exemplars("herding", labels, features=mc.mean(0), k=4))
+    assert torch.equal(on_logits, rank_exemplars("herding", labels, logits=mc.mean(0), k=4, herding_on="logits"))
+    assert per_class(on_logits, labels)[0] == herding_reference(mc.mean(0)[:12], 4)
+    assert not torch.equal(on_logits, rank_exemplars("herding", labels, features=features, k=4))
+    with pytest.raises(UserError):
+        rank_exemplars("herding", labels, features=features, herding_on="logits")
+    with pytest.raises(UserError):
+        rank_exemplars("herding", labels, features=features, herding_on="pixels")
+
+
+def test_var_entropy_nan_argsort_is_not_dataset_order():
+    """The claim about CLAP4CLIP's var_entropy: numpy's argsort of its all-NaN scores is an arbitrary
+    permutation once a class has more than 16 candidates, not the first k in dataset order."""
+    np = pytest.importorskip("numpy")
+    for n in (17, 500):
+        order = np.argsort(np.full(n, np.nan))
+        assert sorted(order.tolist()) == list(range(n)) and order.tolist() != list(range(n))
+    assert np.argsort(np.full(16, np.nan)).tolist() == list(range(16))
 
 
 def test_ties_are_stable():

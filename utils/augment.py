@@ -42,6 +42,23 @@ class RandomCropFlip:
         return f"RandomCropFlip(padding={self.padding}, flip={self.flip})"
 
 
+class HorizontalFlipViews:
+    """RandomHorizontalFlip(p=0.5) as cached feature views (CLAP4CLIP's only training augmentation): view ``v``
+    (1-based) is the image itself for odd ``v`` and its mirror for even ``v``, so with ``--feature_views 2`` (or
+    any even number) a training step, which draws one of the views uniformly, sees the mirror with probability
+    exactly 1/2, independently at every step, as the original's per-item flip. Called directly it flips a
+    random half of the batch (for images that are not cached)."""
+
+    def for_view(self, view: int):
+        return (lambda x, generator=None: x.flip(3)) if view % 2 == 0 else (lambda x, generator=None: x)
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return RandomCropFlip(padding=0)(x, generator)
+
+    def __repr__(self) -> str:
+        return "HorizontalFlipViews()"
+
+
 class Normalize:
     """Per-channel ``(x - mean) / std`` for a batch."""
 

@@ -293,6 +293,22 @@ class ClassBalancedBuffer(_ColumnMemory):
         self._columns = {name: t[keep] for name, t in merged.items()}
         self._size = int(keep.numel())
 
+    def reprioritise(self, ranking: torch.Tensor) -> None:
+        """Re-order the stored items by a new priority ``ranking`` (indices into the stored items, grouped by
+        ascending class, priority order within a class, e.g. :func:`utils.exemplar_selection.rank_exemplars` on
+        them); stored items it leaves out are dropped. The next :meth:`update` then truncates each class to the
+        prefix of this order: how old classes' exemplars are re-scored with the current model."""
+        ranking = torch.as_tensor(ranking).to(self.device).long()
+        if ranking.numel() and (int(ranking.min()) < 0 or int(ranking.max()) >= self._size):
+            raise ValueError(f"ranking indices must lie in [0, {self._size})")
+        if torch.unique(ranking).numel() != ranking.numel():
+            raise ValueError("ranking contains repeated indices")
+        labels = self._columns["labels"][ranking]
+        if labels.numel() > 1 and bool((labels[1:] < labels[:-1]).any()):
+            raise ValueError("ranking must keep the items grouped by ascending class")
+        self._columns = {name: t[: self._size][ranking] for name, t in self._columns.items()}
+        self._size = int(ranking.numel())
+
     def state_dict(self) -> dict:
         state = self._base_state()
         mode = "per_class" if self.per_class is not None else "buffer_size"

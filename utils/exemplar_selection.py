@@ -8,18 +8,20 @@ Inputs: ``features`` (N, D) image embeddings; ``logits`` (N, C) from a determini
 ``mc_logits`` (T, N, C) Monte-Carlo samples *per image* (sample t of image n is ``mc_logits[t, n]``)
 from a probabilistic model. Score-based selectors use ``mc_logits`` when given, else ``logits`` as
 T = 1. Below, :math:`p_t = \mathrm{softmax}(\ell_t)` for sample t of one image, :math:`\bar p` is
-:math:`\frac1T\sum_t p_t`, and y is the image's label (an index into the C logits).
+:math:`\frac1T\sum_t p_t`, :math:`\bar\ell = \frac1T\sum_t \ell_t` the mean logits, and y is the image's label
+(an index into the C logits).
 
 =============  ===============================================================  ===============
 selector       score (per image)                                                default keeps
 =============  ===============================================================  ===============
 random         seeded random permutation within each class                      (n/a)
-herding        iCaRL greedy herding on L2-normalised ``features``               (n/a)
-entropy        :math:`H = -\sum_c \bar p_c \log \bar p_c`                       high (uncertain)
+herding        iCaRL greedy herding on L2-normalised ``features``, or on the    (n/a)
+               L2-normalised mean logits :math:`\bar\ell` (``herding_on``)
+entropy        :math:`H(\mathrm{softmax}(\bar\ell))` (CLAP4CLIP's input)          high (uncertain)
 energy         :math:`E = -\frac1T \sum_t \mathrm{logsumexp}_c\, \ell_{t,c}`     high (uncertain)
 variance       :math:`V = \sum_c \mathrm{Var}_t(p_{t,c})` (unbiased, T >= 2)    LOW (certain)
 distance       :math:`d = \frac1T \sum_t \ell_{t,y}` (true-class logit)         low (boundary)
-var_entropy    :math:`\sqrt{V \cdot H}`, H >= 0 (T >= 2)                         high
+var_entropy    :math:`\sqrt{V \cdot H(\bar p)}`, H >= 0 (T >= 2)                  high
 =============  ===============================================================  ===============
 
 ``keep="high"`` / ``"low"`` overrides the direction of a score-based selector (``random`` and
@@ -33,9 +35,15 @@ Differences from CLAP4CLIP, deliberately:
 * Monte-Carlo samples are per image by construction. CLAP4CLIP's energy/variance/var_entropy
   reshaped (T, B, C) outputs that had been extended along T into (N, T, C), which mixed samples of
   different images into one image's statistics.
-* ``var_entropy`` uses the entropy as a positive quantity. CLAP4CLIP multiplied the variance by
-  :math:`\sum_c p_c \log p_c \le 0`, took the square root of a negative number, got NaN for every
-  image and silently degenerated into keeping the first k in dataset order.
+* ``var_entropy`` uses the entropy as a positive quantity. CLAP4CLIP took scipy's ``gmean`` of the variance
+  and :math:`\sum_c \bar p_c \log \bar p_c \le 0`, which is NaN for every image; numpy's ``argsort`` of an
+  all-NaN array is then not the dataset order but an arbitrary permutation (its introsort reorders equal
+  keys: with numpy 2.4, identity for up to 16 candidates, and for 500 it starts 328, 343, 342, ...), so the
+  original kept an arbitrary, deterministic k per class.
+
+As CLAP4CLIP (``dataset/exemplars_selection.py``): ``entropy`` scores the softmax of the Monte-Carlo mean
+logits (what its ``model(x, test=True)`` returns), and its ``icarl`` herding ran on the L2-normalised mean
+logits, not on image features (``herding_on="logits"``; the methods whose reference is CLAP4CLIP use it).
 
 Ties are broken deterministically: a stable sort keeps candidate order among equal scores, and
 herding takes the first of equally good candidates.
@@ -59,12 +67,13 @@ _NEEDS_MC = {"variance", "var_entropy"}
 def rank_exemplars(selector: str, labels: torch.Tensor, *, features: torch.Tensor | None = None,
                    logits: torch.Tensor | None = None, mc_logits: torch.Tensor | None = None,
                    keep: str = "default", generator: torch.Generator | None = None,
-                   k: int | None = None) -> torch.Tensor:
+                   k: int | None = None, herding_on: str = "features") -> torch.Tensor:
     """Indices into the candidates, grouped by class (ascending), priority order within a class.
 
     ``k`` limits how many per class need ranking: ``herding`` then returns only its first ``k``
     picks per class; the other selectors always rank all candidates. ``random`` needs
-    ``generator``; ``herding`` needs ``features``; the others need ``logits`` or ``mc_logits``
+    ``generator``; ``herding`` needs ``features`` (``herding_on="logits"``: ``logits``, or ``mc_logits`` whose
+    mean over samples is taken); the others need ``logits`` or ``mc_logits``
     (``variance`` and ``var_entropy`` need ``mc_logits`` with T >= 2). The result is on
     ``labels.device``.
     """
@@ -91,6 +100,13 @@ def rank_exemplars(selector: str, labels: torch.Tensor, *, features: torch.Tenso
         keys = torch.rand(n, generator=generator, device=generator.device).to(labels.device)
         return _group_by_class(labels, torch.argsort(keys, stable=True))
     if selector == "herding":
+        if herding_on not in ("features", "logits"):
+            raise unknown_name_error("herding input", herding_on, ("features", "logits"))
+        if herding_on == "logits":
+            points = logits if logits is not None else None if mc_logits is None else mc_logits.float().mean(0)
+            if points is None:
+                raise UserError("herding on logits needs logits (N, C) or mc_logits (T, N, C)")
+            return _herding(labels, _check_rows("logits", points, n, 2).to(labels.device), k)
         if features is None:
             raise UserError("the 'herding' exemplar selector needs features (N, D image embeddings)")
         return _herding(labels, _check_rows("features", features, n, 2).to(labels.device), k)
@@ -139,10 +155,10 @@ def _score(selector: str, labels: torch.Tensor, logits: torch.Tensor | None,
             raise ValueError(f"'distance' needs labels in [0, {lg.shape[-1]}) to index the logits")
         return lg[:, torch.arange(n, device=lg.device), labels].mean(0)
 
+    if selector == "entropy":                              # H(softmax(mean logits)); entr(0) = 0, no NaN
+        return torch.special.entr(torch.softmax(lg.mean(0), dim=-1)).sum(-1)
     probs = torch.softmax(lg, dim=-1)                      # (T, N, C)
-    entropy = torch.special.entr(probs.mean(0)).sum(-1)    # >= 0; entr(0) = 0, no NaN
-    if selector == "entropy":
-        return entropy
+    entropy = torch.special.entr(probs.mean(0)).sum(-1)    # >= 0, of the mean probabilities (as CLAP4CLIP's)
     variance = probs.var(dim=0, correction=1).sum(-1)
     if selector == "variance":
         return variance

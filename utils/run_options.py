@@ -57,6 +57,15 @@ class RunOptions:
                               choices=("reservoir", "balanced"))
     exemplar_selector: str = option("random", "exemplar selection for class-balanced memories",
                                     choices=SELECTORS)
+    herding_on: str = option("auto", "what herding runs on: L2-normalised image features, or the L2-normalised "
+                             "(Monte-Carlo mean) logits as CLAP4CLIP's selector; auto = the method's reference "
+                             "(logits for clap4clip and clip-adapter, features elsewhere)",
+                             choices=("auto", "features", "logits"))
+    rescore_memory: Optional[bool] = option(None, "when a class-balanced memory shrinks, re-select each old class's "
+                                            "exemplars among its stored ones with the current model and "
+                                            "--exemplar_selector (CLAP4CLIP) instead of keeping the prefix of their "
+                                            "first ranking (mammoth, iCaRL); default: the method's reference (on for "
+                                            "clap4clip and clip-adapter, off elsewhere)")
     selector_keep: str = option("default", "which end of the selector's score to keep: the selector's "
                                 "documented default, the highest or the lowest scores",
                                 choices=("default", "high", "low"))

@@ -8,17 +8,19 @@ import torch
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.0,
                   final_factor: float = 1e-3) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule of CLAP4CLIP and AttriCLIP: linear warm-up from 0 over the first
-    ``warmup_fraction`` of ``total_steps``, then cosine from the base lr down to ``final_factor`` x lr.
+    """Per-step schedule of CLAP4CLIP and AttriCLIP: linear warm-up over the first ``w = int(warmup_fraction x
+    total_steps)`` steps, then cosine from the base lr down to ``final_factor`` x lr.
 
-    Step it once per iteration; step ``s`` (0-based, before the update) uses factor ``f(s)``.
+    Step it once per iteration; step ``s`` (0-based, before the update) uses factor ``f(s)``: ``(s + 1) / (w + 1)``
+    during the warm-up (CLAP4CLIP's ``np.linspace(0, lr, w + 2)[1:-1]``: the first step already moves, at
+    lr / (w + 1)), then ``final + (1 - final) (1 + cos(pi (s - w) / (T - w))) / 2``.
     """
     total = max(int(total_steps), 1)
     warmup = int(warmup_fraction * total)
 
     def factor(step: int) -> float:
         if step < warmup:
-            return step / warmup
+            return (step + 1) / (warmup + 1)
         progress = min((step - warmup) / max(total - warmup, 1), 1.0)
         return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 

@@ -129,7 +129,7 @@ class TaskLoop:
         if args.n_iters is None and args.n_epochs == 0:      # training-free: do not even load the data
             data, steps_per_epoch, n_epochs, total_steps = None, 0, 0, 0
         else:
-            data = self.dataset.task_data(tasks, "train").to(model.device)
+            data = model.training_data(self.dataset.task_data(tasks, "train").to(model.device))
             steps_per_epoch = data.num_batches(batch_size)
             if args.debug_mode:
                 steps_per_epoch = min(steps_per_epoch, DEBUG_BATCHES)

@@ -59,11 +59,13 @@ class EncodedView(DatasetView):
     TASK_DATA = FeatureTaskData
 
     def __init__(self, dataset, encoder, cache: FeatureCache, precision: str, device: torch.device,
-                 batch_size: int = 256, views: int = 0, seed: int = 0, quiet: bool = True):
+                 batch_size: int = 256, views: int = 0, seed: int = 0, quiet: bool = True, augment=None):
         super().__init__(dataset)
         self.encoder, self.cache, self.precision, self.device = encoder, cache, precision, device
         self.batch_size, self.views, self.seed, self.quiet = batch_size, views, seed, quiet
-        if views and dataset.train_augmentation() is None:
+        #: the augmentation the views are made with: the method's (``augment``), else the dataset's batched one
+        self.view_augment = augment if augment is not None else dataset.train_augmentation()
+        if views and self.view_augment is None:
             raise UserError(f"--feature_views {views}: {dataset.NAME} has no batched train augmentation to make "
                             f"augmented views with (file-backed datasets augment per image); use --feature_views 0")
         self._features: dict[str, torch.Tensor] = {}
@@ -75,7 +77,7 @@ class EncodedView(DatasetView):
         return None
 
     def key(self, split: str) -> str:
-        augment = self.dataset.train_augmentation() if self.views and split == "train" else None
+        augment = self.view_augment if self.views and split == "train" else None
         return cache_key(encoder=self.encoder.name, weights=self.encoder.weights_id, dataset=self.dataset.describe(),
                          split=split, transform=self.encoder.describe_preprocess(), precision=self.precision,
                          views=self.views if split == "train" else 0, augment=repr(augment), seed=self.seed)
@@ -92,7 +94,7 @@ class EncodedView(DatasetView):
     @torch.no_grad()
     def _encode(self, split: str) -> torch.Tensor:
         n_views = 1 + (self.views if split == "train" else 0)
-        augment = self.dataset.train_augmentation()
+        augment = self.view_augment
         out = []
         total = len(self.dataset.split(split)[0])          # a uint8 tensor or a file-backed ImageSource
         bar = tqdm(total=total * n_views, desc=f"encoding {self.dataset.NAME} {split}", leave=False,
@@ -100,9 +102,10 @@ class EncodedView(DatasetView):
         for view in range(n_views):
             gen = torch.Generator().manual_seed(self.seed * 1000 + view)
             feats = []
+            view_tf = augment.for_view(view) if view > 0 and hasattr(augment, "for_view") else augment
             for x in self.dataset.image_batches(split, self.batch_size, size=self.encoder.image_size):
                 if view > 0:
-                    x = augment(x, gen)
+                    x = view_tf(x, gen)
                 with autocast(self.precision, self.device):
                     f = self.encoder.encode_image(self.encoder.preprocess(x.to(self.device)))
                 feats.append(f.float().cpu())

@@ -7,9 +7,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+#: nn.TransformerDecoderLayer's default feed-forward width, which CLAP4CLIP's VGA keeps for every backbone
+ORIGINAL_FFN = 2048
+
+
 class VisualGuidedAttention(nn.Module):
-    """One post-norm transformer decoder layer (as ``nn.TransformerDecoderLayer``: GELU, dropout, FFN)
-    whose queries are class text features and whose keys/values are image features.
+    """One post-norm transformer decoder layer (as ``nn.TransformerDecoderLayer``: GELU, dropout 0.1, a
+    feed-forward of width ``ffn``, 2048 by default as in CLAP4CLIP whatever the width D) whose queries are class
+    text features and whose keys/values are image features.
 
     ``forward(text, image, mask, context)``; ``text`` is (C, D) or (B, C, D), ``image`` (B, D):
     - ``context="batch"`` (CLAP4CLIP): every class attends to all B images of the mini-batch, so the
@@ -17,16 +22,17 @@ class VisualGuidedAttention(nn.Module):
     - ``context="image"``: each image is the only key/value of its own class queries, so a prediction
       depends on its image alone. With one key the attention weight is 1, so the cross-attention output
       is ``W_o(W_v f + b_v) + b_o`` for every query; the self-attention block, which never sees images,
-      is computed once when the text is shared.
+      is computed once when the text is shared. In training, dropout drops that weight per (query, key) and
+      head, as ``nn.MultiheadAttention`` does: a head's whole value is kept (scaled by 1/(1-p)) or dropped for
+      each (image, class) pair.
     Returns the correction ``v`` with the text's shape broadcast to (B, C, D) for per-image context.
     """
 
-    def __init__(self, dim: int, heads: int = 1, ffn: int | None = None, dropout: float = 0.1):
+    def __init__(self, dim: int, heads: int = 1, ffn: int = ORIGINAL_FFN, dropout: float = 0.1):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn or 4 * dim), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(ffn or 4 * dim, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, dim))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
         self.dropout = nn.Dropout(dropout)
 
@@ -37,22 +43,28 @@ class VisualGuidedAttention(nn.Module):
             memory = image[None].expand(x.shape[0], -1, -1)
             attended = self.cross_attn(x, memory, memory, need_weights=False)[0]
         elif context == "image":
-            attended = self._single_key_attention(image)[:, None]                   # (B, 1, D)
+            attended = self._single_key_attention(image, x.shape[-2])               # (B, 1 or C, D)
         else:
             raise ValueError(f"unknown VGA context {context!r}")
         x = self.norms[1](x + self.dropout(attended))
         x = self.norms[2](x + self.dropout(self.ffn(x)))
         return x if text.ndim == 3 or context == "image" else x[0]
 
-    def _single_key_attention(self, image: Tensor) -> Tensor:
-        """Cross-attention output when ``image`` (B, D) is each query's only key/value (weight 1)."""
+    def _single_key_attention(self, image: Tensor, n_queries: int) -> Tensor:
+        """Cross-attention output when ``image`` (B, D) is each of ``n_queries`` queries' only key/value: the
+        weight is 1, so (B, 1, D) without dropout; in training each (image, query, head) weight is dropped with
+        probability p (else 1/(1-p)), giving (B, n_queries, D)."""
         a, d = self.cross_attn, image.shape[-1]
         value = F.linear(image, a.in_proj_weight[2 * d:], None if a.in_proj_bias is None else a.in_proj_bias[2 * d:])
-        return a.out_proj(self.dropout_attn(value))
-
-    def dropout_attn(self, value: Tensor) -> Tensor:
-        # nn.MultiheadAttention drops attention weights; with a single key that is dropping the value.
-        return F.dropout(value, self.cross_attn.dropout, self.training)
+        p = a.dropout
+        if not self.training or p == 0:
+            return a.out_proj(value)[:, None]
+        h = a.num_heads
+        # out_proj(concat_h w_h v_h) = sum_h w_h (W_o[:, head h] v_h) + b_o, with w_h the dropped weight
+        per_head = torch.einsum("bhk,dhk->bhd", value.view(-1, h, d // h), a.out_proj.weight.view(d, h, d // h))
+        weights = torch.empty(image.shape[0], n_queries, h, device=image.device, dtype=value.dtype).bernoulli_(1 - p)
+        attended = torch.einsum("bch,bhd->bcd", weights / (1 - p), per_head)
+        return attended if a.out_proj.bias is None else attended + a.out_proj.bias
 
 
 def task_block_mask(task_sizes: list[int], device) -> Tensor:
@@ -64,18 +76,23 @@ def task_block_mask(task_sizes: list[int], device) -> Tensor:
 
 class VariationalHead(nn.Module):
     """One task's distribution encoder on class features: mu = W_mu t + b, and (if variational)
-    sigma = 0.999 softplus(W_sigma t + b) + 0.001, as in CLAP4CLIP (a single Linear each)."""
+    sigma = 0.999 softplus(W_sigma t + b) + 0.001, as in CLAP4CLIP (a single Linear each). With ``norm``
+    each Linear has its own LayerNorm in front (``LayerNorm -> Linear``), as in CLAP4CLIP's CoOp and MaPLe
+    variants (``coop_variational.py``/``maple_variational.py``'s ``Adapter``)."""
 
-    def __init__(self, dim: int, variational: bool = True):
+    def __init__(self, dim: int, variational: bool = True, norm: bool = False):
         super().__init__()
         self.mu = nn.Linear(dim, dim)
         self.sigma = nn.Linear(dim, dim) if variational else None
+        self.mu_norm = nn.LayerNorm(dim) if norm else None
+        self.sigma_norm = nn.LayerNorm(dim) if norm and variational else None
 
     def forward(self, t: Tensor) -> tuple[Tensor, Tensor | None]:
-        mu = self.mu(t)
+        mu = self.mu(t if self.mu_norm is None else self.mu_norm(t))
         if self.sigma is None:
             return mu, None
-        return mu, 0.999 * F.softplus(self.sigma(t)) + 0.001
+        s = self.sigma(t if self.sigma_norm is None else self.sigma_norm(t))
+        return mu, 0.999 * F.softplus(s) + 0.001
 
     @torch.no_grad()
     def language_init(self, mean: Tensor, var: Tensor | None) -> None:

@@ -56,11 +56,16 @@ class ClipModel(ContinualModel):
         return cls.FROZEN_IMAGE_ENCODER
 
     @classmethod
+    def view_augmentation(cls, dataset, options):
+        """The augmentation ``--feature_views`` caches views with (``None``: the dataset's training augmentation)."""
+        return None
+
+    @classmethod
     def input_view(cls, dataset, backbone: ClipBackbone, args, device: torch.device, options=None):
         if cls.image_encoder_frozen(options) and args.feature_cache != "off":
             return EncodedView(dataset, backbone, feature_cache_for(args), resolve_precision(args.precision, device),
                                device, batch_size=args.eval_batch_size, views=args.feature_views, seed=args.seed,
-                               quiet=args.quiet)
+                               quiet=args.quiet, augment=cls.view_augmentation(dataset, options))
         return PreprocessedView(dataset, backbone.preprocess)
 
     def __init__(self, *args, **kwargs):

@@ -41,6 +41,10 @@ class ContinualModel(nn.Module):
     TRAIN_ON_ALL_SEEN_TASKS: ClassVar[bool] = False
     #: Methods that work with or without a memory (a memory is built when a size is given).
     SUPPORTS_BUFFER: ClassVar[bool] = False
+    #: What herding runs on by default (``--herding_on auto``): "features", or "logits" (CLAP4CLIP's selector).
+    HERDING_ON: ClassVar[str] = "features"
+    #: Whether old classes' exemplars are re-scored when the memory shrinks (``--rescore_memory`` unset).
+    RESCORES_MEMORY: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module, dataset, args: RunOptions, options: Any = None,
                  device: torch.device | str = "cpu"):
@@ -148,6 +152,11 @@ class ContinualModel(nn.Module):
 
     def begin_epoch(self, epoch: int, dataset) -> None: ...
 
+    def training_data(self, data):
+        """The task's training data as this method trains on it (default: as given; CLAP4CLIP's ER appends the
+        memory's items, ``models/utils/memory_replay.py``). The loop counts the steps of what this returns."""
+        return data
+
     def end_epoch(self, epoch: int, dataset) -> None: ...
 
     def get_parameters(self) -> Iterable[nn.Parameter]:
@@ -246,29 +255,52 @@ class ContinualModel(nn.Module):
             items["examples"] = self.dataset.fetch(items["indexes"]).to(self.device)
         return items
 
+    def herding_input(self) -> str:
+        return self.HERDING_ON if self.args.herding_on == "auto" else self.args.herding_on
+
+    def rescores_memory(self) -> bool:
+        return self.RESCORES_MEMORY if self.args.rescore_memory is None else self.args.rescore_memory
+
+    def _rank(self, labels: Tensor, outputs: dict[str, Tensor], quota: int) -> Tensor:
+        return rank_exemplars(self.args.exemplar_selector, labels, keep=self.args.selector_keep,
+                              generator=self.generator, k=quota, herding_on=self.herding_input(), **outputs)
+
+    def _selection_outputs_of(self, batches) -> tuple[dict[str, Tensor], list[Tensor]]:
+        """``selection_outputs`` over not-augmented image batches, concatenated, and the batches' images."""
+        outputs: dict[str, list[Tensor]] = {}
+        images = []
+        for x in batches:
+            for key, value in self.selection_outputs(self.normalize(x)).items():
+                outputs.setdefault(key, []).append(value)
+            images.append(x)
+        return {k: torch.cat(v, dim=1 if k == "mc_logits" else 0) for k, v in outputs.items()}, images
+
     @torch.no_grad()
     def update_balanced_memory(self, dataset) -> None:
         """Select exemplars of the current task's classes (on un-augmented images, in eval mode) and
-        shrink older classes to the new per-class quota."""
+        shrink older classes to the new per-class quota (with ``rescores_memory()``, after re-ranking their
+        stored exemplars with the current model, as CLAP4CLIP; else keeping the prefix of their ranking)."""
         data = dataset.task_data(self._current_task, "train")
         was_training = self.training
         self.eval()
-        outputs: dict[str, list[Tensor]] = {}
-        stored, labels = [], []
         column = "indexes" if self.args.buffer_storage == "index" else "examples"
-        for batch in data.batches(self.args.eval_batch_size):
-            x = batch["not_aug_inputs"].to(self.device)
-            for key, value in self.selection_outputs(self.normalize(x)).items():
-                outputs.setdefault(key, []).append(value)
-            stored.append(x if column == "examples" else batch["indexes"].to(self.device))
-            labels.append(batch["labels"].to(self.device))
-        self.train(was_training)
-        cat = {k: torch.cat(v, dim=1 if k == "mc_logits" else 0) for k, v in outputs.items()}
-        labels_t = torch.cat(labels)
+        batches = list(data.batches(self.args.eval_batch_size))
+        cat, images = self._selection_outputs_of(b["not_aug_inputs"].to(self.device) for b in batches)
+        stored = images if column == "examples" else [b["indexes"].to(self.device) for b in batches]
+        labels_t = torch.cat([b["labels"].to(self.device) for b in batches])
         quota = self.buffer.quota(self.n_seen_classes)
-        ranking = rank_exemplars(self.args.exemplar_selector, labels_t, keep=self.args.selector_keep,
-                                 generator=self.generator, k=quota, **cat)
-        self.buffer.update({column: torch.cat(stored), "labels": labels_t}, ranking)
+        if self.rescores_memory() and len(self.buffer) and self.args.exemplar_selector != "random":
+            old = self.memory_items()
+            step = self.args.eval_batch_size
+            old_out, _ = self._selection_outputs_of(old["examples"][i:i + step]
+                                                    for i in range(0, len(old["labels"]), step))
+            self.buffer.reprioritise(self._rank(old["labels"], old_out, quota))
+        self.train(was_training)
+        ranking = self._rank(labels_t, cat, quota)
+        columns = {column: torch.cat(stored), "labels": labels_t}
+        if column == "examples":            # positions too, so the items can be re-read (ER by appending)
+            columns["indexes"] = torch.cat([b["indexes"].to(self.device) for b in batches])
+        self.buffer.update(columns, ranking)
 
     def run_stats(self) -> dict[str, Any]:
         """Counters worth keeping in results.json (e.g. feature-cache use); none by default."""
