@@ -68,7 +68,7 @@ What it owns, so that a subclass only adds its own loss terms or weight merges:
   applied first, then the WiSE merge (on the ensemble). ``--we``, ``--we_wise`` and ``--moving_avg`` exclude one
   another. The state they keep (starting weights, running mean, anchor) lives within one task and is rebuilt at
   the next task's start: checkpoints, written between tasks, hold the final (merged) model, so a resumed run is
-  identical. Zero-shot CLIP is the backbone's weights when the model is built.
+  identical. Zero-shot CLIP is the weights the run starts from: the backbone's, or those of ``--load``'s file.
 
 CLIP stays in eval mode (``ClipBackbone.train``): no dropout or BatchNorm statistics change while it trains.
 """
