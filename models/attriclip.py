@@ -16,15 +16,21 @@ matching/ortho weights 0.7/0.3 (mammoth's, described there as the paper's; the o
 per-iteration cosine from lr to lr x 1e-3 without warm-up, rebuilt every task (original code and
 mammoth). ``--lr_scheduler``/``--scheduler_mode`` are ignored: this schedule is always used.
 
-Deviations: the backbone is whatever ``--backbone`` says (the original hard-codes ViT-L/14 in fp16);
-logits use the fixed scale 100 as the other CLIP methods here; the orthogonality term encodes each
-attribute as ``[SOS] P_i . [EOS]`` instead of the original's ``P_i`` followed by literal 'x' filler
-tokens; images sharing a top-k combination share one text encoding (exact, only faster); denormal
-gradients of the logits are flushed to zero (speed on CPU only). micro-clip's 16-token context cannot
-hold 3 x 12 context tokens: ``--model_config best`` uses 3 x 2 on seq-synth.
-
 Cost: evaluation encodes every distinct top-k combination in the test set (up to N!/(N-k)!, 720 by
 default) with every class name, so it is far slower than CoOp; a full seq-synth run takes minutes on CPU.
+
+Deviations from the reference:
+- The backbone is whatever ``--backbone`` says (the original hard-codes ViT-L/14 in fp16).
+- Logits use the fixed scale 100, as the other CLIP methods here.
+- The orthogonality term encodes each attribute as ``[SOS] P_i . [EOS]`` instead of the original's ``P_i``
+  followed by literal 'x' filler tokens.
+- Matching/orthogonality weights 0.7/0.3 are mammoth's; the original code used 0.5/0.1 (``--matching_weight
+  0.5 --ortho_weight 0.1``).
+- With a memory the cross-entropy covers all seen classes on stream + replay (an extension).
+- Images sharing a top-k combination share one text encoding (exact, only faster); denormal gradients of the
+  logits are flushed to zero (speed on CPU only).
+- micro-clip's 16-token context cannot hold 3 x 12 context tokens: ``--model_config best`` uses 3 x 2 on
+  seq-synth.
 """
 from dataclasses import dataclass
 

@@ -47,8 +47,9 @@ Deviations from the reference:
   first-layer context by accident); ``--replay batch`` replays a batch of batch x memory / task items per
   stream batch instead of appending (Tusk's earlier default); ``--vga_ffn 512`` and ``--vga_heads`` restore the
   earlier 4 x D width on micro-clip; ``--rescore_memory 0`` keeps the old exemplars' first ranking.
-- fp32 (``--precision``) where the original trains fp16 weights with plain SGD; the run's ``--seed`` sets the
-  class order only through ``--class_order``.
+- fp32 (``--precision``) where the original trains fp16 weights with plain SGD; the class order is the
+  dataset's unless ``--class_order seed1993_run`` (the original's np.random.seed(1993 + run), run = ``--seed``;
+  the ``best`` config).
 """
 from __future__ import annotations
 
@@ -91,8 +92,9 @@ class Clap4clipOptions:
                               choices=("image", "batch"))
     vga_heads: int = option(0, "attention heads of the VGA; 0 = the original's: 1 with --prompt hand|attriclip, "
                             "D/64 with coop|maple (8 on ViT-B/16)", min=0)
-    vga_ffn: int = option(ORIGINAL_FFN, "feed-forward width of the VGA (the original keeps nn.TransformerDecoderLayer's "
-                          "2048 for every backbone; 4 x D before the fidelity pass, e.g. 512 for micro-clip)", min=1)
+    vga_ffn: int = option(ORIGINAL_FFN, "feed-forward width of the VGA (the original keeps "
+                          "nn.TransformerDecoderLayer's 2048 for every backbone; 4 x D before the fidelity pass, e.g. "
+                          "512 for micro-clip)", min=1)
     head_norm: Optional[bool] = option(None, "a LayerNorm in front of each head's Linear; default: as the original "
                                        "variant (on with --prompt coop|maple, off with hand|attriclip)")
     language_init: bool = option(True, "initialise each new head from template statistics")
@@ -177,7 +179,8 @@ class Clap4clip(MemoryReplay, BatchScaledWarmupCosine, ClipModel):
                 param.requires_grad_(name == "ctx")
         self.vga = VisualGuidedAttention(dim, self.vga_heads(), o.vga_ffn).to(self.device) if o.use_vga else None
         norm = bool(self.setting("head_norm"))
-        self.heads = nn.ModuleList(VariationalHead(dim, o.variational, norm) for _ in range(self.n_tasks)).to(self.device)
+        self.heads = nn.ModuleList(VariationalHead(dim, o.variational, norm)
+                                   for _ in range(self.n_tasks)).to(self.device)
         self.heads.requires_grad_(False)
         self.trained_heads = 0
         labels = list(range(self.n_classes))

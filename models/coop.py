@@ -6,6 +6,21 @@ initialised from a phrase (``--ctx_init``, default "a photo of a") or N(0, 0.02)
 every class seen so far, with optional ER replay; the learned context also scores class names of
 tasks not seen yet, so ``--eval_future`` works. The prompt itself lives in
 ``models/utils/prompt_learners.py`` (CLAP reuses it with ``clap4clip --prompt coop``).
+
+The reference is CoOp's ``trainers/coop.py`` with ``configs/trainers/CoOp/vit_b16.yaml`` (SGD lr 0.002, momentum
+0.9 and weight decay 5e-4 from Dassl's defaults, cosine per epoch, 1 warm-up epoch at a constant 1e-5, batch 32;
+``scripts/coop/main.sh``: 16 random context tokens, or 4 from "a photo of a" with the ``*_ctxv1`` configs), used
+in CL as CLAP4CLIP describes (one context trained task after task, CE over the seen classes). ``--model_config
+best`` on seq-cifar100 is that recipe with 16 random tokens and CLAP4CLIP's 5 epochs per task.
+
+Deviations from the reference:
+- Defaults (4 tokens from "a photo of a", lr 0.01, momentum 0.9, cosine, no warm-up, 5 epochs) were chosen on
+  seq-synth; CoOp's recipe is the ``best`` config (``--warmup_epochs 1 --warmup_lr 1e-5`` for its warm-up).
+- CoOp trains 200 epochs on 16 shots per class (few-shot); in CL the epochs per task are CLAP4CLIP's 5.
+- CLAP4CLIP's own CoOp baseline was released as bytecode only, so whether its tables' CoOp used a memory is not
+  known: the ``best`` config has none (add ``--buffer_size``).
+- No random-resized-crop: cached features see the test transform (``--feature_views`` caches the dataset's
+  augmentation); the logit scale is 100 (CoOp: the model's ``logit_scale.exp()``, 100 for OpenAI weights).
 """
 from dataclasses import dataclass
 
@@ -19,6 +34,8 @@ class CoopOptions:
     n_ctx: int = option(4, "learnable context tokens (with --ctx_init, the phrase's length is used)", min=1)
     ctx_init: str = option("a photo of a", "phrase whose token embeddings initialise the context ('' = random)")
     class_specific: bool = option(False, "one context per class (CoOp's CSC) instead of one shared context")
+    warmup_epochs: int = option(0, "epochs at the constant --warmup_lr before the schedule starts (CoOp: 1)", min=0)
+    warmup_lr: float = option(1e-5, "learning rate of the warm-up epochs (CoOp's WARMUP_CONS_LR)", min=0.0)
 
 
 class Coop(PromptedClip):

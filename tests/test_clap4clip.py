@@ -34,7 +34,9 @@ def test_best_config_is_the_papers_main_setting():
     config, _ = parse_config(["--model", "clap4clip", "--dataset", "seq-cifar100", "--model_config", "best"])
     assert config.backbone == "ViT-B/16" and config.sources["backbone"] == "clap4clip.yaml:seq-cifar100"
     run, method = config.run, config.method
-    assert (run.buffer_size, run.batch_size, run.n_epochs, run.lr, run.class_order) == (2000, 32, 5, 0.001, "seed1993")
+    assert (run.buffer_size, run.batch_size, run.n_epochs, run.lr) == (2000, 32, 5, 0.001)
+    assert run.class_order == "seed1993_run"
+    assert (run.feature_views, run.eval_batch_size, method.replay) == (2, 32, "append")          # flips
     assert (method.forward_times, method.beta, method.finetune_epochs, method.prompt) == (20, 15.0, 2, "hand")
     # the command line still wins
     config, _ = parse_config(["--model", "clap4clip", "--dataset", "seq-cifar100", "--model_config", "best",
@@ -114,7 +116,8 @@ def test_variant_settings_follow_the_original_variants(cache_dir):
     assert hand.vga.ffn[0].out_features == 2048
     _, coop = make_model(cache_dir, "--prompt", "coop")
     assert coop.vga_heads() == 128 // 64 and isinstance(coop.heads[0].mu_norm, torch.nn.LayerNorm)
-    assert isinstance(coop.heads[0].sigma_norm, torch.nn.LayerNorm) and coop.heads[0].mu_norm is not coop.heads[0].sigma_norm
+    assert isinstance(coop.heads[0].sigma_norm, torch.nn.LayerNorm)
+    assert coop.heads[0].mu_norm is not coop.heads[0].sigma_norm
     assert coop.prompt.n_ctx == 7 and abs(float(coop.prompt.ctx.detach().std()) - 0.02) < 0.005        # random, fits 16
     _, maple = make_model(cache_dir, "--prompt", "maple")
     assert (maple.vga_heads(), maple.lr_scale(), maple.warmup_fraction(), maple.prompt.n_ctx) == (2, 1.0, 0.0, 2)
@@ -256,7 +259,8 @@ def test_er_appends_the_memory_to_the_tasks_data(cache_dir):
     batch_model.meta_end_task(dataset)
     assert len(batch_model.training_data(task)) == 200
     batch_model.meta_begin_task(dataset, 7, 1)
-    assert batch_model.minibatch_size == 16 and len(batch_model.stream_and_replay(task.images[:32, 0], task.labels[:32])[1]) == 48
+    assert batch_model.minibatch_size == 16
+    assert len(batch_model.stream_and_replay(task.images[:32, 0], task.labels[:32])[1]) == 48
 
 
 def test_flip_views_are_exact_mirrors_drawn_half_the_time(cache_dir):
@@ -267,7 +271,8 @@ def test_flip_views_are_exact_mirrors_drawn_half_the_time(cache_dir):
     images = next(dataset.dataset.image_batches("train", 4, size=model.clip.image_size))
     with torch.no_grad():
         mirrored = model.clip.encode_image(model.clip.preprocess(images.flip(3))).float()
-    assert torch.allclose(data.images[:4, 2], mirrored, atol=1e-4) and torch.allclose(data.images[:, 1], data.images[:, 0])
+    assert torch.allclose(data.images[:4, 2], mirrored, atol=1e-4)
+    assert torch.allclose(data.images[:, 1], data.images[:, 0])
     batch = next(data.batches(400, shuffle=True, generator=torch.Generator().manual_seed(0), train=True))
     flipped = (batch["inputs"] - batch["not_aug_inputs"]).abs().amax(1) > 1e-6
     assert 0.3 < flipped.float().mean() < 0.7

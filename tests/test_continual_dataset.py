@@ -59,6 +59,23 @@ def test_random_order_is_seeded_and_names_follow_labels(cls):
     assert [a.class_names[l] for l in labels.tolist()] == [f"class {n}" for n in native.tolist()]
 
 
+def test_seed1993_run_is_clap4clips_order_per_run():
+    """CLAP4CLIP's load_class_order: np.random.seed(1993 + num_run); np.random.shuffle(arange(C)); its run is --seed
+    (the README command's --num-run 10 is --seed 10), run 0 is the classic seed1993 order."""
+    def original(run):
+        state = np.random.get_state()
+        np.random.seed(1993 + run)
+        labels = np.arange(10, dtype=int)
+        np.random.shuffle(labels)
+        np.random.set_state(state)
+        return labels.tolist()
+    for seed in (0, 1, 10):
+        assert ToyDataset(args(class_order="seed1993_run", seed=seed)).class_order.tolist() == original(seed)
+    assert original(0) == ToyDataset(args(class_order="seed1993")).class_order.tolist() != original(1)
+    with pytest.raises(UserError, match="seed1993_run permutes all classes"):
+        ToySequence.refuse_global_class_order(args(class_order="seed1993_run"))
+
+
 def test_sequences_never_move_classes_between_tasks():
     for seed in range(5):
         ds = ToySequence(args(class_order="random", seed=seed))

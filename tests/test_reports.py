@@ -78,6 +78,23 @@ def test_an_option_older_runs_lack_does_not_split_them(fake_runs):
     assert len(sgd) == 1 and sgd[0].seeds() == [0, 1] and sgd[0].label == ""
 
 
+@pytest.mark.parametrize("group, key, value", [("method", "vga_context", "batch"), ("run", "ece_per_batch", True)])
+def test_eval_batch_size_splits_runs_only_where_it_changes_the_numbers(tmp_path, group, key, value):
+    """CLAP's batch-wide VGA context (and the per-batch ECE) depend on the evaluation batch: runs that differ in
+    --eval_batch_size are then different settings; elsewhere the batch size cannot change results."""
+    for seed, (batch, dependent) in enumerate([(32, False), (256, False), (32, True), (32, True), (256, True)]):
+        run_dir = fake_run(tmp_path, "sgd", seed, 60.0)
+        config = json.loads((run_dir / "config.json").read_text())
+        config["run"]["eval_batch_size"] = batch
+        config.setdefault(group, {})[key] = value if dependent else None
+        write_json(run_dir / "config.json", config)
+    groups = group_runs(load_runs([tmp_path]))
+    assert sorted(len(g.runs) for g in groups) == [1, 2, 2]
+    split = [g for g in groups if g.setting.get(key) == value]
+    assert sorted(g.setting["eval_batch_size"] for g in split) == [32, 256]
+    assert all("eval_batch_size" not in g.setting for g in groups if g not in split)
+
+
 def test_leaderboard_markdown_and_csv(fake_runs, tmp_path, capsys):
     md_path, csv_path = tmp_path / "board.md", tmp_path / "board.csv"
     rc = script("leaderboard").main([str(fake_runs), "--metric", "last_accuracy", "forgetting",

@@ -25,17 +25,19 @@ HEADING = "Deviations from the reference:"
 def method_docstring(cls: type) -> str:
     """The class's own docstring, else its module's (a method file documents itself in either)."""
     own = cls.__dict__.get("__doc__")
-    if own and HEADING in own:
+    if own and HEADING[:-1] in own:
         return inspect.cleandoc(own)
     module = sys.modules.get(cls.__module__)
     return inspect.cleandoc((module.__doc__ if module is not None else None) or own or "")
 
 
 def parse_deviations(doc: str) -> list[str]:
-    """The items of the ``Deviations from the reference:`` list that ends ``doc`` (empty if it has none).
+    """The items of the ``Deviations from the reference:`` list that ends ``doc`` (empty if it has none); the
+    heading may carry a remark before its colon (``Deviations from the reference (besides lwf-clip's):``).
     An item starts with ``- `` and runs over the following more-indented or non-bullet lines."""
     lines = inspect.cleandoc(doc).splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == HEADING), None)
+    start = next((i for i, line in enumerate(lines)
+                  if line.strip().startswith(HEADING[:-1]) and line.strip().endswith(":")), None)
     if start is None:
         return []
     items: list[str] = []

@@ -26,6 +26,18 @@ NOT_A_SETTING = frozenset({
     "seed", "results_path", "data_path", "device", "num_workers", "quiet", "notes", "checkpoint",
     "stop_after", "eval_batch_size", "compute_ece", "eval_ood", "feature_cache", "download",
 })
+#: Option values under which the evaluation batch size changes the numbers, so ``eval_batch_size`` is a setting:
+#: CLAP's batch-wide VGA context (a prediction depends on the other images of its batch) and the per-batch ECE.
+BATCH_DEPENDENT = (("vga_context", "batch"), ("ece_per_batch", True))
+
+
+def not_a_setting(opts: dict[str, Any]) -> frozenset[str]:
+    """:data:`NOT_A_SETTING` for a run with options ``opts`` (without ``eval_batch_size`` when it matters)."""
+    if any(opts.get(name) == value for name, value in BATCH_DEPENDENT):
+        return NOT_A_SETTING - {"eval_batch_size"}
+    return NOT_A_SETTING
+
+
 #: Shown in a setting's label whenever set, because tables are read by memory size.
 ALWAYS_SHOWN = ("buffer_size", "buffer_per_class")
 
@@ -208,7 +220,8 @@ def load_runs_for_cli(paths: Iterable[str | os.PathLike], include_incomplete: bo
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
-    """Runs grouped by (dataset, model, backbone, every option not in :data:`NOT_A_SETTING`).
+    """Runs grouped by (dataset, model, backbone, every option not in :data:`NOT_A_SETTING`; ``eval_batch_size``
+    counts for runs whose numbers depend on it, :data:`BATCH_DEPENDENT`).
 
     Only options every run of the same dataset and model recorded are compared (an option added to Tusk
     after some runs were made cannot split them). Each group's ``label`` names the options in
@@ -218,10 +231,11 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     common: dict[tuple[str, str], set[str]] = {}
     for run, opts in zip(runs, options):
         family = (run.dataset, run.model)
-        common[family] = common[family] & opts.keys() if family in common else set(opts) - NOT_A_SETTING
+        common[family] = common[family] & opts.keys() if family in common else set(opts)
     groups: dict[tuple, Group] = {}
     for run, opts in zip(runs, options):
-        setting = {k: opts[k] for k in common[(run.dataset, run.model)]}
+        excluded = not_a_setting(opts)
+        setting = {k: opts[k] for k in common[(run.dataset, run.model)] if k not in excluded}
         key = (run.dataset, run.model, run.backbone, tuple(sorted(setting.items(), key=lambda kv: kv[0])))
         if key not in groups:
             groups[key] = Group(run.dataset, run.model, run.backbone, setting)

@@ -13,7 +13,8 @@ class RunOptions:
     # --- experiment -------------------------------------------------------------------------
     seed: int = option(0, "seed for every random choice: class order, data order, buffers, init", min=0)
     class_order: str = option("native", "class order: 'native' (the dataset's), 'random' (permuted by --seed), "
-                              "'seed1993' (the iCaRL/PyCIL/CLAP4CLIP order: numpy RandomState(1993)), 'zscl' "
+                              "'seed1993' (the iCaRL/PyCIL order: numpy RandomState(1993)), 'seed1993_run' "
+                              "(CLAP4CLIP's: RandomState(1993 + --seed), its run index; seed 0 = seed1993), 'zscl' "
                               "(ZSCL's class-incremental order: seq-cifar100, seq-tinyimagenet), or a path to a text "
                               "file of native class indices or names, one per line")
     n_epochs: int = option(1, "training epochs per task", min=0)

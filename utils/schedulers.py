@@ -27,6 +27,25 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fra
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def constant_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, warmup_lr: float,
+                    cosine: bool = True) -> torch.optim.lr_scheduler.LambdaLR:
+    """Dassl's ``ConstantWarmupScheduler`` around ``CosineAnnealingLR(T_max=total)`` (CoOp's and MaPLe's
+    ``WARMUP_TYPE: constant``, ``WARMUP_CONS_LR: 1e-5``): steps ``s < w`` run at ``warmup_lr``, then step ``s`` at
+    lr x 0.5 x (1 + cos(pi (s - w) / T)) (the cosine restarts after the warm-up, ``WARMUP_RECOUNT``, and does not
+    reach 0 within the run), or at lr without ``cosine``. Steps are epochs or iterations, as the loop steps it."""
+    total, warmup = max(int(total_steps), 1), int(warmup_steps)
+    base = [group["lr"] for group in optimizer.param_groups]
+
+    def factor(i: int):
+        def f(step: int) -> float:
+            if step < warmup:
+                return warmup_lr / base[i] if base[i] else 0.0
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / total)) if cosine else 1.0
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(i) for i in range(len(base))])
+
+
 def zscl_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
                 ) -> torch.optim.lr_scheduler.LambdaLR:
     """ZSCL's ``cosine_lr`` (``mtil/src/utils.py``): step ``s`` (0-based, before the update) uses

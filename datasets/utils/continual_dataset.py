@@ -79,9 +79,9 @@ class ContinualDataset:
     def refuse_global_class_order(cls, args: RunOptions) -> None:
         """Sequences of datasets call this first (before building their sources): ``seed1993`` permutes all
         classes together and would move classes between the datasets."""
-        if args.class_order == "seed1993":
-            raise UserError(f"--class_order seed1993 permutes all classes together, which would move classes between "
-                            f"{cls.NAME}'s datasets: use native, random (within each dataset) or a file")
+        if args.class_order in ("seed1993", "seed1993_run"):
+            raise UserError(f"--class_order {args.class_order} permutes all classes together, which would move classes "
+                            f"between {cls.NAME}'s datasets: use native, random (within each dataset) or a file")
 
     # ---- what a subclass provides ------------------------------------------------------------
     def native_class_names(self) -> Sequence[str]:
@@ -200,6 +200,8 @@ class ContinualDataset:
             return np.arange(n)
         if spec == "seed1993":    # iCaRL / PyCIL / CLAP4CLIP (--num-run 0): legacy numpy RandomState(1993)
             return np.random.RandomState(1993).permutation(n)
+        if spec == "seed1993_run":    # CLAP4CLIP's load_class_order: np.random.seed(1993 + num_run), its run = --seed
+            return np.random.RandomState(1993 + seed).permutation(n)
         if spec == "zscl":        # ZSCL's cil/class_orders (the datasets that have one name its file)
             if self.ZSCL_CLASS_ORDER is None:
                 raise UserError(f"--class_order zscl: ZSCL publishes class orders for seq-cifar100 and "

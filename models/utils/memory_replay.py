@@ -43,7 +43,7 @@ class MemoryReplay:
     """Mixin for a method with ``opts.replay`` (list it before the ContinualModel base)."""
 
     def check_replay(self) -> None:
-        if self.buffer is not None and self.opts.replay == "append" and not isinstance(self.buffer, ClassBalancedBuffer):
+        if self.appends_memory() and not isinstance(self.buffer, ClassBalancedBuffer):
             raise UserError(f"{self.NAME} --replay append appends a class-balanced memory to each task's data: use "
                             f"--buffer_mode balanced (or --replay batch for a reservoir memory)")
 

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
 from models.utils.prompt_learners import PromptLearner, PromptOutput
+from utils.schedulers import constant_warmup
 
 
 def prompt_logits(out: PromptOutput) -> Tensor:
@@ -29,6 +30,16 @@ class PromptedClip(ClipModel):
 
     def make_prompt(self) -> PromptLearner:
         raise NotImplementedError
+
+    def get_scheduler(self, steps_per_epoch: int, n_epochs: int):
+        """With ``--warmup_epochs`` (CoOp, MaPLe): Dassl's constant warm-up at ``--warmup_lr``, then the run's
+        cosine (``--lr_scheduler cosine``) or constant lr, per epoch or iteration as ``--scheduler_mode``."""
+        warmup = getattr(self.opts, "warmup_epochs", 0)
+        if not warmup or self.args.lr_scheduler == "multisteplr":
+            return super().get_scheduler(steps_per_epoch, n_epochs)
+        unit = 1 if self.scheduler_mode == "epoch" else max(steps_per_epoch, 1)
+        return constant_warmup(self.optimizer, n_epochs * unit, warmup * unit, self.opts.warmup_lr,
+                               cosine=self.args.lr_scheduler == "cosine")
 
     def logits(self, x: Tensor, n_classes: int) -> Tensor:
         return prompt_logits(self.prompt(x, n_classes))
