@@ -49,6 +49,25 @@ def train_steps(model, dataset, task: int, steps: int | None = None, batch_size:
         model.meta_observe(batch, 0)
 
 
+_DATASETS: dict[tuple[str, ...], object] = {}
+
+
+def make_method(model: str, data: list[str], *argv: str):
+    """(the model's view of the dataset, the model) on CPU, as ``utils.experiment`` builds them from ``--model
+    MODEL DATA ARGV``; one dataset object per ``data`` (its flags) for the whole session, so that a synthetic
+    dataset renders its images once."""
+    from datasets import get_dataset_class
+    from models import get_model_class
+    from utils.config import parse_config
+    config, _ = parse_config(["--model", model, *data, *argv])
+    if tuple(data) not in _DATASETS:
+        _DATASETS[tuple(data)] = get_dataset_class(config.dataset)(config.run, config.data)
+    dataset, cls = _DATASETS[tuple(data)], get_model_class(model)
+    backbone = cls.create_backbone(config.backbone, dataset, config.net)
+    view = cls.input_view(dataset, backbone, config.run, torch.device("cpu"), config.method)
+    return view, cls(backbone, view, config.run, config.method, "cpu")
+
+
 @pytest.fixture
 def main_runner(tmp_path):
     return lambda args, **kw: run_main(args, tmp_path, **kw)

@@ -11,10 +11,8 @@ import math
 import pytest
 import torch
 
-from conftest import load_results, only_run_dir, run_main, train_steps
-from datasets import get_dataset_class
+from conftest import load_results, make_method, only_run_dir, run_main, train_steps
 from datasets.utils.views import EncodedView, PreprocessedView
-from models import get_model_class
 from models.finetune import Finetune
 from models.utils.finetune_clip import TRAIN_MODES
 from utils.atomic import load_torch
@@ -37,19 +35,10 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("feature-cache")
 
 
-_DATASETS: dict[tuple[str, ...], object] = {}
-
-
 def make(cache_dir, *argv, model="finetune", data=SMALL):
     """(the model's view of the dataset, the model), as ``utils.experiment.build`` makes them, on one dataset
-    object per ``data`` for the whole module (seq-synth renders its images once)."""
-    config, _ = parse_config(["--model", model, *data, "--feature_cache", str(cache_dir), *argv])
-    if tuple(data) not in _DATASETS:
-        _DATASETS[tuple(data)] = get_dataset_class(config.dataset)(config.run, config.data)
-    dataset, cls = _DATASETS[tuple(data)], get_model_class(model)
-    backbone = cls.create_backbone(config.backbone, dataset, config.net)
-    view = cls.input_view(dataset, backbone, config.run, torch.device("cpu"), config.method)
-    return view, cls(backbone, view, config.run, config.method, "cpu")
+    object per ``data`` for the whole session (seq-synth renders its images once)."""
+    return make_method(model, data, "--feature_cache", str(cache_dir), *argv)
 
 
 def should_train(name: str, mode: str) -> bool:

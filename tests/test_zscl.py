@@ -11,10 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import load_results, only_run_dir, run_main, train_steps
-from datasets import get_dataset_class
+from conftest import load_results, make_method, only_run_dir, run_main, train_steps
 from datasets.reference import BPE_EOT, BPE_SOT, CC_FOLDER, CC_VALIDATION_TSV
-from models import get_model_class
 from models.utils.clip_distillation import distillation_terms
 from utils.config import parse_config
 from utils.errors import UserError
@@ -30,18 +28,9 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("feature-cache")
 
 
-_DATASETS: dict[tuple[str, ...], object] = {}
-
-
 def make(cache_dir, model, *argv, data=SMALL):
     """(the model's view of the dataset, the model), as ``utils.experiment`` builds them."""
-    config, _ = parse_config(["--model", model, *data, "--feature_cache", str(cache_dir), *argv])
-    if tuple(data) not in _DATASETS:
-        _DATASETS[tuple(data)] = get_dataset_class(config.dataset)(config.run, config.data)
-    dataset, cls = _DATASETS[tuple(data)], get_model_class(model)
-    backbone = cls.create_backbone(config.backbone, dataset, config.net)
-    view = cls.input_view(dataset, backbone, config.run, torch.device("cpu"), config.method)
-    return view, cls(backbone, view, config.run, config.method, "cpu")
+    return make_method(model, data, "--feature_cache", str(cache_dir), *argv)
 
 
 def first_batch(view, task=0, size=16):
