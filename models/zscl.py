@@ -48,6 +48,8 @@ Deviations from the reference:
   current task's classes, with one prompt ("a bad photo of a {}.") where here the dataset's first template trains
   and all its templates evaluate.
 - The WE snapshot also covers buffers (by name), where ZSCL averages ``parameters()`` only (``finetune``'s base).
+- The teacher is the weights the run starts from: zero-shot CLIP, or ``--load``'s file. ZSCL, which runs each task
+  as a new process loading the previous task's checkpoint, always takes the pretrained CLIP as its teacher.
 """
 from __future__ import annotations
 

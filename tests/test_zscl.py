@@ -1,5 +1,6 @@
 """The ZSCL family on micro-clip (models/utils/clip_distillation.py, lwf-clip, lwf-vr, zscl): the distillation is
-ZSCL's loss up to the teacher's entropy (0 at the teacher, positive once the model moved); lwf-clip's teacher is the
+ZSCL's loss up to the teacher's entropy (0 at the teacher, positive once the model moved) and reaches the text
+tower only with --text_distill_target student; lwf-clip's teacher is the
 model after the previous task from task 2 on and its sentences are the current task's prompts; lwf-vr's sentences
 are random token ids; zscl's teacher stays the zero-shot model, and its features of the reference data are encoded
 once; --task_lr sets ZSCL's per-dataset lr; missing reference data is a one-line error; on a small synth-mtil run
@@ -73,6 +74,23 @@ def test_distillation_is_zero_at_the_teacher_and_positive_after_a_step(cache_dir
     train_steps(method, view, 0, steps=3, batch_size=16, augment=True)
     with torch.no_grad():
         assert method.distillation(*reference).item() > 1e-3
+
+
+@pytest.mark.parametrize("target", ["teacher", "student"])
+def test_text_distill_target_decides_whether_the_text_tower_is_distilled(cache_dir, target):
+    view, model = make(cache_dir, "lwf-clip", "--text_distill_target", target, "--lr", "1e-3", "--warmup_iters", "1")
+    train_steps(model, view, 0, steps=1, batch_size=16)          # the model moves away from its (zero-shot) teacher
+    model.optimizer.zero_grad(set_to_none=True)
+    batch = first_batch(view)
+    model.distillation(*model.reference_batch(batch["not_aug_inputs"], batch["indexes"])).backward()
+    grads = {n: p.grad for n, p in model.trained_parameters().items()}
+    image = [g for n, g in grads.items() if n.startswith("net.model.visual.")]
+    text = [g for n, g in grads.items() if not n.startswith("net.model.visual.")]
+    assert all(g is not None for g in image) and sum(float(g.abs().sum()) for g in image) > 0
+    if target == "teacher":                      # ZSCL's code: both sides use the teacher's sentence features
+        assert all(g is None for g in text)
+    else:
+        assert sum(float(g.abs().sum()) for g in text if g is not None) > 0
 
 
 # ---- the teachers and the reference data -------------------------------------------------------------
