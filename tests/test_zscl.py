@@ -1,11 +1,11 @@
 """The ZSCL family on micro-clip (models/utils/clip_distillation.py, lwf-clip, lwf-vr, zscl): the distillation is
-ZSCL's loss up to the teacher's entropy (0 at the teacher, positive once the model moved) and reaches the text
-tower only with --text_distill_target student; lwf-clip's teacher is the
-model after the previous task from task 2 on and its sentences are the current task's prompts; lwf-vr's sentences
-are random token ids; zscl's teacher stays the zero-shot model, and its features of the reference data are encoded
-once; --task_lr sets ZSCL's per-dataset lr; missing reference data is a one-line error; on a small synth-mtil run
-zscl keeps more zero-shot transfer than finetune at an lr where finetune forgets; a stopped and resumed run is
-identical; the mtil best config is ZSCL's script, and it runs on the native-format MTIL fakes."""
+ZSCL's loss up to the teacher's entropy (0 at the teacher, positive once the model moved) and reaches the text tower
+only with --text_distill_target student; lwf-clip's teacher is the model after the previous task from task 2 on and
+its sentences are the current task's prompts; lwf-vr's sentences are random token ids; zscl's teacher stays the
+zero-shot model, and its features of the reference data are encoded once; --task_lr sets ZSCL's per-dataset lr;
+missing reference data is a one-line error; on a small synth-mtil run zscl keeps more zero-shot transfer than
+finetune at an lr where finetune forgets; a stopped and resumed run is identical; the mtil best config is ZSCL's
+script, and it runs on the native-format MTIL fakes."""
 import json
 
 import pytest
