@@ -85,6 +85,9 @@ def _selection_parser(add_help: bool) -> _Parser:
                         "settings for this dataset (and buffer size)")
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last completed task")
+    g.add_argument("--list_deviations", nargs="?", const="1", default=argparse.SUPPRESS, metavar="BOOL",
+                   help="with --model M: print how M differs from the code it reproduces, and exit "
+                        "(handled by main.py before anything else)")
     return p
 
 
