@@ -148,9 +148,13 @@ def create_clip(name: str, options: ClipOptions | None = None, load: str | None 
     """Build CLIP ``name`` with ``options.pretrained`` weights (tag or file), or with those of the model file
     ``load`` (``--load``): then the architecture is built without reading ``--pretrained``'s weights (nothing is
     downloaded), with the activation they imply (QuickGELU for ``openai`` and for files of OpenAI model names).
+    A TorchScript ``--pretrained`` file (OpenAI's original ``.pt``) is read as ``load`` is.
     ``weights=False``: the architecture only, randomly initialised (``scripts/list_clip_layers.py``)."""
+    from utils.model_files import is_torchscript
     options = options or ClipOptions()
     canonical = canonical_clip_name(name)
+    if load is None and weights and is_torchscript(options.pretrained):
+        load = options.pretrained      # OpenAI's .pt: read without running the archive's code (utils.model_files)
     weights = weights and load is None
     clip = _create_micro_clip(options, weights=weights) if canonical == MICRO_CLIP else \
         _create_open_clip(name, canonical, options, weights=weights)

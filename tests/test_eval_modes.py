@@ -198,6 +198,10 @@ def test_openai_style_torchscript_archives_load_without_running_code(tmp_path):
     from backbone.clip import create_clip
     clip = create_clip("micro-clip", load=str(path))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in clip.model.state_dict().items())
+    from backbone.clip import ClipOptions          # --pretrained FILE reads the archive the same way
+    clip = create_clip("micro-clip", ClipOptions(pretrained=str(path)))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in clip.model.state_dict().items())
+    assert clip.weights_id.startswith("file-sha256:")
 
     # an archive whose pickle calls a function is refused, and the function never runs
     class Evil:

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import zipfile
@@ -55,7 +56,7 @@ def read_state_dict(path: str | Path, flag: str = "--load") -> dict[str, Tensor]
             return load_file(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
             raise UserError(f"{flag} {path}: not a readable safetensors file ({_first_line(exc)})") from None
-    if _is_torchscript(path):
+    if is_torchscript(path):
         state: Any = _torchscript_state(path, flag)
     else:
         try:
@@ -91,8 +92,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---- TorchScript archives, without torch.jit.load ---------------------------------------------------
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
+def is_torchscript(path: Path | str) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with ``constants.pkl``), as OpenAI's CLIP ``.pt`` files."""
+    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as zf:
         return any(n.split("/", 1)[-1] == "constants.pkl" for n in zf.namelist())
