@@ -24,6 +24,7 @@ Deviations from the reference:
 """
 from dataclasses import dataclass
 
+from models.utils.memory_replay import REPLAY_MODES, MemoryReplay
 from models.utils.prompt_learners import CoopPrompts
 from models.utils.prompted_clip import PromptedClip
 from utils.options import option
@@ -36,12 +37,19 @@ class CoopOptions:
     class_specific: bool = option(False, "one context per class (CoOp's CSC) instead of one shared context")
     warmup_epochs: int = option(0, "epochs at the constant --warmup_lr before the schedule starts (CoOp: 1)", min=0)
     warmup_lr: float = option(1e-5, "learning rate of the warm-up epochs (CoOp's WARMUP_CONS_LR)", min=0.0)
+    replay: str = option("batch", "how a memory joins training: 'batch' = a memory batch after every stream batch, "
+                         "'append' = its items appended to the task's data (CLAP4CLIP's ER; needs --buffer_mode "
+                         "balanced)", choices=REPLAY_MODES)
 
 
-class Coop(PromptedClip):
+class Coop(MemoryReplay, PromptedClip):
     NAME = "coop"
     Options = CoopOptions
     DEFAULTS = {"backbone": "micro-clip", "n_epochs": 5, "lr": 0.01, "optim_mom": 0.9, "lr_scheduler": "cosine"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.check_replay()
 
     def make_prompt(self):
         o = self.opts

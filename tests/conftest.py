@@ -1,11 +1,15 @@
 """Shared fixtures: every test runs offline, on CPU, with results written under tmp_path."""
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import os
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,13 +21,48 @@ REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def run_main(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python main.py ARGS`` in a subprocess, writing results below ``tmp_path``."""
-    cmd = [sys.executable, str(REPO / "main.py"), *args]
+def run_main(args: list[str], tmp_path: Path, timeout: float = 300,
+             subprocess_: bool | None = None) -> subprocess.CompletedProcess:
+    """``python main.py ARGS``, writing results below ``tmp_path``: in this process (a fresh interpreter costs
+    5-7 s of imports on 2 cores), or in a subprocess with ``subprocess_=True`` or ``TUSK_TEST_SUBPROCESS=1``."""
+    args = [*args]
     if "--results_path" not in args and "--resume" not in args:
-        cmd += ["--results_path", str(tmp_path / "results")]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        args += ["--results_path", str(tmp_path / "results")]
+    if subprocess_ is None:
+        subprocess_ = os.environ.get("TUSK_TEST_SUBPROCESS", "0") == "1"
+    if subprocess_:
+        return subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return _run_main_in_process(args)
+
+
+def _run_main_in_process(args: list[str]) -> subprocess.CompletedProcess:
+    """``main.main(args)`` with what a subprocess would show: its exit code, its stdout and its stderr (warnings
+    and uncaught tracebacks included), and the global RNG states, threads and cwd left as they were."""
+    import main as tusk_main
+    from utils.seeding import rng_state, set_rng_state
+    out, err = io.StringIO(), io.StringIO()
+    state, threads = rng_state(), torch.get_num_threads()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        err.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    try:
+        with contextlib.chdir(REPO), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = show
+            try:
+                code = tusk_main.main(args)
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except Exception:                       # noqa: BLE001 - what the interpreter would print
+                traceback.print_exc()
+                code = 1
+    finally:
+        set_rng_state(state)
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["main.py", *args], code, out.getvalue(), err.getvalue())
 
 
 def only_run_dir(results: Path) -> Path:

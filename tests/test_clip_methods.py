@@ -107,3 +107,20 @@ def test_clip_names_and_missing_weights(main_runner):
                        "--pretrained", "/no/such/file"])
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "/no/such/file" in out.stderr and "--pretrained" in out.stderr
+
+
+def test_coop_replay_append_joins_the_memory_to_the_task_data():
+    """``--replay append`` (CLAP4CLIP's ER) trains on the task's items followed by the whole memory; it needs a
+    class-balanced memory, and says so for a reservoir one."""
+    from conftest import make_method, train_steps
+    from utils.errors import UserError
+    data = ["--dataset", "seq-synth", "--synth_train_per_class", "10", "--synth_test_per_class", "2"]
+    with pytest.raises(UserError, match="--buffer_mode balanced"):
+        make_method("coop", data, "--buffer_size", "40", "--replay", "append")
+    view, model = make_method("coop", data, "--buffer_size", "40", "--buffer_mode", "balanced", "--replay", "append")
+    train_steps(model, view, 0, steps=1)
+    model.meta_end_task(view)
+    model._current_task = 1
+    task = view.task_data(1, "train")
+    joined = model.training_data(task)
+    assert len(joined) == len(task) + len(model.buffer) and len(model.buffer) == 40

@@ -47,9 +47,13 @@ class PromptedClip(ClipModel):
     def forward(self, x):
         return self.logits(x, self.n_classes)
 
+    def stream_and_replay(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Stream + one replay batch (``MemoryReplay`` replaces it where ``--replay append`` exists)."""
+        return self.with_replay(inputs, labels)
+
     def train_loss(self, inputs: Tensor, labels: Tensor) -> Tensor:
         """Cross-entropy over every class seen so far on stream + replay, plus the prompt's own loss."""
-        inputs, labels = self.with_replay(inputs, labels)
+        inputs, labels = self.stream_and_replay(inputs, labels)
         out = self.prompt(inputs, self.n_seen_classes)
         loss = self.loss(prompt_logits(out), labels)
         return loss if out.aux_loss is None else loss + out.aux_loss
