@@ -76,13 +76,41 @@ def test_tinyimagenet_equal_names_order_and_batches(tiny_root):
     assert ds.N_TASKS == 10 and ds.n_classes == 200 and ds.get_offsets(9) == (180, 200)
     assert ds.class_order.tolist() == np.random.RandomState(1993).permutation(200).tolist()
     native = ds.source.native_class_names()
-    assert native[:2] == [tiny_name(0), tiny_name(1)]              # sorted wnids, first synonym, no underscores
-    assert ds.source.wnids == sorted(TINY_WNIDS)
+    assert ds.source.wnids == TINY_WNIDS != sorted(TINY_WNIDS)                 # wnids.txt order, as continuum
+    assert native[:3] == ["Egyptian Mau", "fishing casting reel", "volleyball"]  # CLIP's names, as ZSCL prompts
+    assert native == [CLIP[w] for w in TINY_WNIDS]
     for split in ("train", "test"):                                # images encode their native label
         _, labels = ds.split(split)
         assert codes(ds, split) == ds.class_order[labels.numpy()].tolist()
     assert ds.task_templates(0) == ("a bad photo of a {}.",)
     check_batch(ds, 64)
+
+
+def test_tinyimagenet_zscl_order_and_sorted_native(tiny_root):
+    cls = get_dataset_class("seq-tinyimagenet")
+    zscl = build("seq-tinyimagenet", tiny_root, cls.Options(tinyimagenet_split="b100"), class_order="zscl")
+    assert zscl.class_names[:4] == ["Persian cat", "stick insect", "goldfish", "kimono"]   # 131, 181, 22, 172
+    _, labels = zscl.split("test")
+    assert [zscl.class_names[y] for y in labels.tolist()] == [CLIP[TINY_WNIDS[c]] for c in codes(zscl, "test")]
+    old = build("seq-tinyimagenet", tiny_root, cls.Options(tinyimagenet_native="sorted"))
+    assert old.source.wnids == sorted(TINY_WNIDS)                  # Tusk's earlier order and words.txt names
+    assert old.class_names[:2] == [tiny_name(TINY_WNIDS.index(w)) for w in sorted(TINY_WNIDS)[:2]]
+    _, labels = old.split("test")
+    assert [old.source.wnids[y] for y in labels.tolist()] == [TINY_WNIDS[c] for c in codes(old, "test")]
+    with pytest.raises(UserError, match="class_order zscl indexes TinyImageNet's wnids.txt order"):
+        build("seq-tinyimagenet", tiny_root, cls.Options(tinyimagenet_native="sorted"), class_order="zscl")
+
+
+def test_tinyimagenet_wnids_order_is_verified(tiny_root, tmp_path):
+    folder = tmp_path / "tiny-imagenet-200"
+    folder.mkdir()
+    for name in ("words.txt", "train", "val"):
+        (folder / name).symlink_to(tiny_root / "tiny-imagenet-200" / name)
+    (folder / "wnids.txt").write_text("".join(w + "\n" for w in sorted(TINY_WNIDS)))
+    with pytest.raises(UserError, match=r"wnids.txt does not list the 200 classes in the order of tiny-imagenet-200"):
+        get_dataset_class("seq-tinyimagenet")(args(tmp_path))
+    ds = build("seq-tinyimagenet", tmp_path)                        # --verify_data 0: its own order
+    assert ds.source.wnids == sorted(TINY_WNIDS)
 
 
 @pytest.mark.parametrize("steps", [5, 10, 20])
@@ -103,7 +131,7 @@ def test_tinyimagenet_from_zip_checksum_and_corrupt_archive(tiny_root, tmp_path)
     with pytest.warns(UserWarning, match="checksum"):                 # a checksum mismatch only warns
         ds = build("seq-tinyimagenet", tmp_path)
     assert ds.source.folder == tmp_path / "tiny-imagenet-200" and not list(tmp_path.glob(".*extracting"))
-    assert len(ds.task_data(0, "test")) == 20 and ds.source.native_class_names()[0] == tiny_name(0)
+    assert len(ds.task_data(0, "test")) == 20 and ds.source.native_class_names()[0] == CLIP[TINY_WNIDS[0]]
 
     shutil.rmtree(tmp_path / "tiny-imagenet-200")
     (tmp_path / "tiny-imagenet-200.zip").write_bytes(b"PK\x03\x04 truncated")

@@ -2,8 +2,10 @@
 of WordNet ids, CLIP's 80 ImageNet templates, the manual-download instructions and wnid file lists.
 
 Class names: ``datasets/metadata/imagenet_classnames.txt`` holds CLIP's curated names of the 1000
-ILSVRC2012 classes; a user file ``<data_path>/imagenet_classnames.txt`` (``<wnid> <name>`` lines, the
-format of ``LOC_synset_mapping.txt`` and TinyImageNet's ``words.txt``) overrides or extends them.
+ILSVRC2012 classes (also TinyImageNet's, as ZSCL names them); ``imagenet_r_classnames.txt`` the names
+CLAP4CLIP and mammoth give ImageNet-R's 200 classes; ``tinyimagenet_wnids.txt`` the order of TinyImageNet's
+``wnids.txt``. A user file ``<data_path>/imagenet_classnames.txt`` (``<wnid> <name>`` lines, the format of
+``LOC_synset_mapping.txt`` and TinyImageNet's ``words.txt``) overrides or extends them.
 """
 from __future__ import annotations
 
@@ -82,15 +84,26 @@ def clip_imagenet_names() -> dict[str, str]:
 
 
 @lru_cache(maxsize=None)
+def imagenet_r_names() -> dict[str, str]:
+    """CLAP4CLIP's and mammoth's names of the 200 ImageNet-R classes (``wnid -> name``, sorted wnids)."""
+    return read_wnid_names(METADATA / "imagenet_r_classnames.txt")
+
+
 def imagenet_r_wnids() -> tuple[str, ...]:
     """The 200 ImageNet-R classes, sorted."""
-    lines = (METADATA / "imagenet_r_wnids.txt").read_text().splitlines()
-    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    return tuple(imagenet_r_names())
 
 
-def wnid_names(wnids: Sequence[str], data_path: Path) -> list[str]:
-    """Readable names of ``wnids``: ``<data_path>/imagenet_classnames.txt`` if it names them, else CLIP's."""
-    table = dict(clip_imagenet_names())
+@lru_cache(maxsize=None)
+def tinyimagenet_wnids() -> tuple[str, ...]:
+    """TinyImageNet's 200 wnids in the order of ``tiny-imagenet-200/wnids.txt``."""
+    return tuple(read_wnid_names(METADATA / "tinyimagenet_wnids.txt"))
+
+
+def wnid_names(wnids: Sequence[str], data_path: Path, names: dict[str, str] | None = None) -> list[str]:
+    """Readable names of ``wnids``: ``<data_path>/imagenet_classnames.txt`` if it names them, else ``names``'s
+    (a dataset's own list), else CLIP's."""
+    table = {**clip_imagenet_names(), **(names or {})}
     override = data_path / NAMES_OVERRIDE
     if override.is_file():
         table.update(read_wnid_names(override))

@@ -2,7 +2,8 @@
 ImageFolder, ImageNet-R's class folders, and the split lists of PODNet/CLAP4CLIP and mammoth.
 
 Every image is a tiny PNG (whatever its extension: PIL reads by content) whose first pixel encodes a
-class code: red + 256 * green. TinyImageNet codes are native labels (sorted-wnid positions); ImageNet and
+class code: red + 256 * green. TinyImageNet codes are positions in its ``wnids.txt`` (:data:`TINY_WNIDS`,
+the native labels); ImageNet and
 ImageNet-R codes are positions among the 1000 ILSVRC2012 classes (:data:`IMAGENET_WNIDS`).
 """
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasets.utils.imagenet import clip_imagenet_names, imagenet_r_wnids
+from datasets.utils.imagenet import clip_imagenet_names, imagenet_r_wnids, tinyimagenet_wnids
 
 IMAGENET_WNIDS = list(clip_imagenet_names())
 IMAGENET_R_WNIDS = list(imagenet_r_wnids())
-TINY_WNIDS = [f"n{90000000 + 7 * i:08d}" for i in range(200)]
+TINY_WNIDS = list(tinyimagenet_wnids())          # the real 200, in the zip's wnids.txt order
 
 
 def image_bytes(code: int, size: int = 8) -> bytes:
@@ -45,10 +46,11 @@ def tiny_name(i: int) -> str:
 
 
 def write_tinyimagenet(root: Path, per_class_train: int = 1, per_class_val: int = 1) -> Path:
-    """``root/tiny-imagenet-200``: wnids.txt (unsorted, as in the zip), words.txt, train/, val/."""
+    """``root/tiny-imagenet-200``: wnids.txt (the zip's order, unsorted), words.txt (fake names
+    :func:`tiny_name`), train/, val/."""
     folder = root / "tiny-imagenet-200"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "wnids.txt").write_text("".join(w + "\n" for w in reversed(TINY_WNIDS)))
+    (folder / "wnids.txt").write_text("".join(w + "\n" for w in TINY_WNIDS))
     words = [f"{w}\t{tiny_name(i).replace(' ', '_')}, some synonym\n" for i, w in enumerate(TINY_WNIDS)]
     (folder / "words.txt").write_text("n00001740\tentity\n" + "".join(words))
     annotations = []
