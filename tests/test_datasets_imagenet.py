@@ -6,11 +6,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from datasets import get_dataset_class
 from datasets.reference import conceptual_captions, imagenet_reference_images
 from datasets.sources import get_source
-from datasets.utils.imagenet import clip_imagenet_names
+from datasets.utils.imagenet import clip_imagenet_names, imagenet_r_names
 from fakes.imagenet_family import (IMAGENET_R_WNIDS, IMAGENET_WNIDS, TINY_WNIDS, decode, mammoth_order, tiny_name,
                                    write_clap4clip_lists, write_imagenet, write_imagenet100_lists, write_imagenet_r,
                                    write_mammoth_lists, write_tinyimagenet, zip_folder)
@@ -21,6 +22,7 @@ from utils.run_options import RunOptions
 pytestmark = pytest.mark.filterwarnings("ignore:.*--verify_data 0:UserWarning")
 
 CLIP = clip_imagenet_names()
+R_NAMES = imagenet_r_names()
 IMAGENET100_WNIDS = IMAGENET_WNIDS[3::10]                       # 100 classes, not the first ones
 IMAGENET100_BY_LABEL = [IMAGENET100_WNIDS[i] for i in np.random.default_rng(5).permutation(100)]
 
@@ -158,19 +160,21 @@ def test_tinyimagenet_counts_are_verified(tiny_root):
 
 
 # ---- ImageNet-R --------------------------------------------------------------------------------
-def names_line_up(ds, split):
-    """Each image's class (its code: an ILSVRC2012 index) has the CLIP name of its label."""
+def names_line_up(ds, split, names=CLIP):
+    """Each image's class (its code: an ILSVRC2012 index) has the name (``names[wnid]``) of its label."""
     _, labels = ds.split(split)
-    return [CLIP[IMAGENET_WNIDS[c]] for c in codes(ds, split)] == [ds.class_names[y] for y in labels.tolist()]
+    return [names[IMAGENET_WNIDS[c]] for c in codes(ds, split)] == [ds.class_names[y] for y in labels.tolist()]
 
 
 def test_imagenet_r_random_split(imagenet_r_root):
     ds = build("seq-imagenet-r", imagenet_r_root, class_order="random", seed=2)
     assert ds.SOURCE == "imagenet_r" and ds.N_TASKS == 10 and ds.n_classes == 200 and ds.get_offsets(1) == (20, 40)
-    assert list(ds.source.native_class_names()) == [CLIP[w] for w in IMAGENET_R_WNIDS]
+    assert list(ds.source.native_class_names()) == [R_NAMES[w] for w in IMAGENET_R_WNIDS]
     assert sorted(ds.class_order.tolist()) == list(range(200)) and ds.class_order.tolist() != list(range(200))
     assert len(ds.split("train")[1]) == 200 and len(ds.split("test")[1]) == 200      # 2 per class: 1 / 1
-    assert names_line_up(ds, "train") and names_line_up(ds, "test")
+    assert names_line_up(ds, "train", R_NAMES) and names_line_up(ds, "test", R_NAMES)
+    x = torch.rand(2, 3, 4, 4)
+    assert torch.equal(ds.normalize(x), x)                          # mammoth's normalisation: none (0 / 1)
     train, test = set(ds.split("train")[0].paths), set(ds.split("test")[0].paths)
     assert not train & test
     assert len(ds.task_templates(0)) == 80
@@ -182,15 +186,27 @@ def test_imagenet_r_random_split(imagenet_r_root):
 def test_imagenet_r_clap4clip_and_mammoth_lists(imagenet_r_root):
     cls = get_dataset_class("seq-imagenet-r")
     c4 = build("seq-imagenet-r", imagenet_r_root, cls.Options(imagenet_r_split="clap4clip"))
-    assert c4.SOURCE == "imagenet_r_clap4clip" and c4.class_names == [CLIP[w] for w in IMAGENET_R_WNIDS]
+    assert c4.SOURCE == "imagenet_r_clap4clip" and c4.class_names == [R_NAMES[w] for w in IMAGENET_R_WNIDS]
     assert all("/imagenet-r/" in p for p in c4.split("train")[0].paths)
-    assert names_line_up(c4, "train") and names_line_up(c4, "test")
+    assert names_line_up(c4, "train", R_NAMES) and names_line_up(c4, "test", R_NAMES)
 
     mm = build("seq-imagenet-r", imagenet_r_root, cls.Options(imagenet_r_split="mammoth"))
-    assert mm.class_names == [CLIP[w] for w in mammoth_order()]                      # mammoth's label order
-    assert names_line_up(mm, "train") and names_line_up(mm, "test")
+    assert mm.class_names == [R_NAMES[w] for w in mammoth_order()]                   # mammoth's label order
+    assert names_line_up(mm, "train", R_NAMES) and names_line_up(mm, "test", R_NAMES)
     # the two fake lists swap train and test, as the real ones differ
     assert set(mm.split("test")[0].paths) == set(c4.split("train")[0].paths)
+
+
+def test_imagenet_r_names_are_clap4clip_and_mammoths(imagenet_r_root):
+    cls = get_dataset_class("seq-imagenet-r")
+    ds = build("seq-imagenet-r", imagenet_r_root)
+    by_wnid = dict(zip(IMAGENET_R_WNIDS, ds.class_names))
+    assert by_wnid["n01494475"] == "hammerhead" and by_wnid["n01806143"] == "peacock"       # CLIP: hammerhead shark,
+    assert by_wnid["n02110185"] == "husky" and by_wnid["n07697537"] == "hotdog"            # peafowl, Siberian Husky
+    assert sum(by_wnid[w] != CLIP[w] for w in IMAGENET_R_WNIDS) == 47
+    old = build("seq-imagenet-r", imagenet_r_root, cls.Options(imagenet_r_names="clip"))
+    assert old.class_names == [CLIP[w] for w in IMAGENET_R_WNIDS]
+    assert names_line_up(old, "test")
 
 
 def test_imagenet_r_list_errors(imagenet_r_root, tmp_path):

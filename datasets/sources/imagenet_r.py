@@ -7,6 +7,7 @@ ImageNet-R has no official train/test split, so each split is its own source:
   ``<split>/<wnid>/<file> <label>`` lines; labels in sorted-wnid order).
 - ``imagenet_r_mammoth``: mammoth's lists ``imagenet_r_utils/imagenet-r_{train,test}.yaml`` (``data:`` paths and
   ``targets:`` labels; mammoth's own label order, which is then the native order).
+Class names are CLAP4CLIP's and mammoth's (they agree on all 200), not CLIP's curated ImageNet names.
 The two published test sets differ. Their lists are not redistributed: they are read from --data_path
 (verified against the published files' md5) and only their last two path components are used.
 """
@@ -21,7 +22,7 @@ from datasets.sources import RawDataset
 from datasets.utils.download import Remote, check_local
 from datasets.utils.folders import check_count, class_folders, ensure_extracted, read_file_list, scan_class_folders
 from datasets.utils.image_source import FileImages
-from datasets.utils.imagenet import IMAGENET_TEMPLATES, files_by_wnid, wnid_names
+from datasets.utils.imagenet import IMAGENET_TEMPLATES, files_by_wnid, imagenet_r_names, wnid_names
 from utils.errors import UserError
 
 IMAGENET_R = Remote("https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar", "imagenet-r.tar",
@@ -47,6 +48,11 @@ class _ImageNetR(RawDataset):
         raise NotImplementedError
 
     def native_class_names(self):
+        """CLAP4CLIP's and mammoth's names (``datasets/metadata/imagenet_r_classnames.txt``)."""
+        return wnid_names(self.wnids, self.root, imagenet_r_names())
+
+    def clip_class_names(self):
+        """CLIP's curated ImageNet names (47 of the 200 differ: "hammerhead shark" for "hammerhead", ...)."""
         return wnid_names(self.wnids, self.root)
 
     def load_split(self, split):
