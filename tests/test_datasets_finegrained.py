@@ -201,7 +201,10 @@ def test_seq_cub200(tmp_path):
     assert (ds.N_TASKS, ds.classes_per_task) == (10, [20] * 10)
     assert ds.task_templates(0) == ("a photo of a {}, a type of bird.",)
     names_line_up(ds, names)
-    check_batch(ds, 9)
+    batch = check_batch(ds, 9)
+    x = batch["not_aug_inputs"]                                    # mammoth's normalisation: ImageNet statistics
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.allclose(ds.normalize(x), (x - mean) / std)
 
 
 def test_seq_cars196_unequal_tasks(tmp_path):
@@ -213,7 +216,8 @@ def test_seq_cars196_unequal_tasks(tmp_path):
     assert ds.classes_per_task == [20] * 9 + [16] and ds.get_offsets(9) == (180, 196)
     assert len(ds.task_data(9, "test")) == 16 and len(ds.TEMPLATES) == 9
     names_line_up(ds, car_names())
-    check_batch(ds, 9)
+    x = check_batch(ds, 9)["not_aug_inputs"]
+    assert torch.equal(ds.normalize(x), x)                         # mammoth's normalisation: none (0 / 1)
 
 
 # ---- errors --------------------------------------------------------------------------------------
