@@ -5,7 +5,9 @@ one task each with its own classes (1201 in all), class names and CLIP templates
   OxfordPet, StanfordCars, SUN397. ``--mtil_order II``: StanfordCars, Food, MNIST, OxfordPet, Flowers,
   SUN397, Aircraft, Caltech101, DTD, EuroSAT, CIFAR100.
 - Splits as ZSCL: the official train/test splits (Aircraft ``train``, OxfordPet ``trainval``, DTD
-  partition 1), and seeded 80/20 splits (seed 42) for Caltech101, EuroSAT and SUN397.
+  partition 1), and seeded 80/20 splits (seed 42) for Caltech101, EuroSAT and SUN397. SUN397's is over its
+  images in sorted order (``--sun397_split sorted``, the same on every machine); ZSCL's is over torchvision's
+  file-system listing order, which ``--sun397_split listing`` reproduces on the machine it runs on.
 - Class names and templates are ZSCL's (``mtil/src/datasets/collections.py``): each task's templates are
   its raw dataset's (``datasets/sources``, which follow ZSCL), and so are its class names except where
   ZSCL prompts with torchvision's raw ones (``CLASS_NAMES``: MNIST "0 - zero", SUN397
@@ -76,6 +78,9 @@ class MTILOptions:
                                 "0 = whole training sets. Test sets are always whole", min=0)
     mtil_eval_cifar10: bool = option(False, "append CIFAR10 as a 12th task that is only evaluated (ZSCL's zero-shot "
                                      "probe); needs --eval_future 1 --stop_after 11")
+    sun397_split: str = option("sorted", "SUN397's seeded 80/20 split over its images in 'sorted' order (ClassName.txt, "
+                               "then file name: the same everywhere) or in 'listing' order (ZSCL's: torchvision's "
+                               "rglob over this file system)", choices=("sorted", "listing"))
 
 
 class MTIL(SequenceDataset):
@@ -106,6 +111,8 @@ class MTIL(SequenceDataset):
         root = Path(args.data_path)
         # StanfordCars cannot be downloaded: report it missing before downloading ~40 GB of the others
         built = {n: get_source(n)(root, args.download, args.verify_data) for n in sorted(names, key=MANUAL.__ne__)}
+        if "sun397" in built:
+            built["sun397"].image_order = options.sun397_split
         self.sources = [built[n] for n in names]
         self._task_class_names = [list(CLASS_NAMES[n](s)) if n in CLASS_NAMES else list(s.native_class_names())
                                   for n, s in zip(names, self.sources)]

@@ -3,6 +3,7 @@ layouts, and the whole 11-task ``mtil`` benchmark in orders I and II on the fake
 import tarfile
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,6 +115,23 @@ def test_sun397_nested_classes_and_seeded_split(tmp_path):
     assert source.TEMPLATES == ("a photo of a {}.", "a photo of the {}.")
 
 
+@pytest.mark.filterwarnings("ignore:.*--verify_data 0:UserWarning")
+def test_sun397_listing_order_split_is_zscls(tmp_path):
+    folder = write_sun397(tmp_path, n_classes=5, per_class=4)
+    (folder / "a" / "abbey" / "not_an_image.txt").write_text("skipped")
+    sorted_source, listed = load("sun397", tmp_path), load("sun397", tmp_path)
+    listed.image_order = "listing"
+    # ZSCL: torchvision's SUN397 lists Path.rglob("sun_*.jpg") (Python <= 3.11 pathlib), labels by class folder
+    rglob = [str(p) for p in folder.rglob("sun_*.jpg")]
+    classes = [line.strip("/") for line in (folder / "ClassName.txt").read_text().split()]
+    rglob_labels = [classes.index(str(Path(p).parent.relative_to(folder))) for p in rglob]
+    assert listed._items == (rglob, rglob_labels) and sorted(rglob) == sorted(sorted_source._items[0])
+    train, test = seeded_split(len(rglob), 0.8, 42)
+    images, labels = listed.load_split("test")
+    assert images.paths == [rglob[i] for i in test] and labels.tolist() == [rglob_labels[i] for i in test]
+    assert set(images.paths) != set(sorted_source.load_split("test")[0].paths)   # the two splits differ
+
+
 @pytest.mark.parametrize("name, expected", [
     ("aircraft", r"fgvc-aircraft-2013b/data/variants.txt is missing.*fgvc-aircraft-2013b.tar.gz"),
     ("caltech101", r"caltech101/101_ObjectCategories is missing.*caltech-101.zip"),
@@ -160,7 +178,8 @@ def test_file_backed_batches_go_through_the_loader(tmp_path, monkeypatch):
     args = replace(RunOptions(), data_path=str(tmp_path), download=False, verify_data=False, num_workers=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = mtil.MTIL(args)
+        ds = mtil.MTIL(args, mtil.MTILOptions(sun397_split="listing"))
+        assert ds.sources[1].image_order == "listing" and mtil.MTIL(args).sources[1].image_order == "sorted"
         batch = next(iter(ds.task_data(1, "train").batches(4, train=True)))
         test = next(iter(ds.task_data(1, "test").batches(4)))
     assert ds.classes_per_task == [3, 3]
