@@ -78,9 +78,9 @@ class MTILOptions:
                                 "0 = whole training sets. Test sets are always whole", min=0)
     mtil_eval_cifar10: bool = option(False, "append CIFAR10 as a 12th task that is only evaluated (ZSCL's zero-shot "
                                      "probe); needs --eval_future 1 --stop_after 11")
-    sun397_split: str = option("sorted", "SUN397's seeded 80/20 split over its images in 'sorted' order (ClassName.txt, "
-                               "then file name: the same everywhere) or in 'listing' order (ZSCL's: torchvision's "
-                               "rglob over this file system)", choices=("sorted", "listing"))
+    sun397_split: str = option("sorted", "SUN397's seeded 80/20 split over its images in 'sorted' order "
+                               "(ClassName.txt, then file name: the same everywhere) or in 'listing' order (ZSCL's: "
+                               "torchvision's rglob over this file system)", choices=("sorted", "listing"))
 
 
 class MTIL(SequenceDataset):
