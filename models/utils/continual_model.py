@@ -347,9 +347,9 @@ class ContinualModel(nn.Module):
         return out
 
     def non_finite_parameters(self) -> list[str]:
-        """Names of the parameters and floating-point buffers holding NaN or infinite values (the loop checks after
-        each task, before its checkpoint)."""
-        tensors = [(n, t) for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_floating_point()]
+        """Names of the parameters holding NaN or infinite values (the loop checks after each task, before its
+        checkpoint). Buffers are not checked: some hold -inf on purpose (CLIP's causal attention mask)."""
+        tensors = [(n, t) for n, t in self.named_parameters() if t.is_floating_point()]
         if not tensors:
             return []
         finite = torch.stack([torch.isfinite(t).all() for _, t in tensors]).tolist()
