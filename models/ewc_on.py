@@ -113,6 +113,7 @@ class EwcOn(ContinualModel):
         fisher = {n: torch.zeros_like(p) for n, p in params.items()}
         batch_size = self.args.batch_size
         for batch in data.batches(batch_size, shuffle=True, generator=self.generator, train=True):
+            self.check_stop()                                         # SIGINT/SIGTERM stop the pass too
             x, y = batch["inputs"].to(self.device), batch["labels"].to(self.device)
             with _BatchNormOwnStatistics(net):
                 grads, log_p = per_image(params, x, y)

@@ -237,6 +237,17 @@ def test_the_divergence_message_names_the_methods_own_weights():
                                        "(--e_lambda 1e+06, --gamma 1)")
 
 
+def test_the_divergence_check_leaves_clips_infinite_attention_mask_alone():
+    from conftest import make_method
+    _, model = make_method("zeroshot-clip", ["--dataset", "seq-synth", "--synth_train_per_class", "2",
+                                             "--synth_test_per_class", "2"], "--feature_cache", "off")
+    assert any(not torch.isfinite(b).all() for b in model.buffers() if b.is_floating_point())    # -inf on purpose
+    assert model.non_finite_parameters() == []
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.is_floating_point()).view(-1)[0] = float("inf")
+    assert len(model.non_finite_parameters()) == 1
+
+
 # ---- smaller fixes -------------------------------------------------------------------------------------
 def test_quiet_still_prints_the_summary(tmp_path, capsys):
     assert tusk_main.main(["--model", "sgd", *TINY, "--stop_after", "1", "--results_path", str(tmp_path)]) == 0

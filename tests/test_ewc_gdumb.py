@@ -1,6 +1,7 @@
 """The README's worked examples of method authoring: online EWC (``ewc_on``) and GDumb (``gdumb``)."""
 import collections
 import shutil
+import signal
 
 import pytest
 import torch
@@ -140,3 +141,21 @@ def test_gdumb_fits_after_the_last_task_only_by_default(tmp_path):
     assert len(model.buffer) == 60
     initial = model._initial
     assert all(torch.equal(initial[k], v) for k, v in model.net.state_dict().items())    # not trained yet
+
+
+def test_a_signal_stops_gdumbs_fit_on_the_memory(tmp_path, monkeypatch):
+    from models.gdumb import Gdumb
+    from utils.training import Interrupted
+    steps = []
+    original_fit, original_step = Gdumb.fit_memory, Gdumb.step
+
+    def fit_memory(self):
+        self.stop_request["signum"] = signal.SIGTERM          # as the loop's handler records a SIGTERM
+        original_fit(self)
+
+    monkeypatch.setattr(Gdumb, "fit_memory", fit_memory)
+    monkeypatch.setattr(Gdumb, "step", lambda self, *a: (steps.append(1), original_step(self, *a)))
+    with pytest.raises(Interrupted):
+        loop("gdumb", tmp_path, "--buffer_size", "40", "--fitting_epochs", "50", "--fit_each_task", "1",
+             "--batch_size", "20", stop_after=1, checkpoint=False)
+    assert len(steps) == 1                                    # stopped after the first of 100 steps

@@ -104,6 +104,7 @@ class TaskLoop:
         n_tasks = self.dataset.N_TASKS
         end = min(n_tasks, self.args.stop_after) if self.args.stop_after else n_tasks
         with _stop_on_signals() as stop:
+            self.model.stop_request = stop      # so that training outside the stream (end_task) stops too
             for task in range(self.start_task, end):
                 started = time.perf_counter()
                 self.train_task(task, stop)

@@ -185,6 +185,8 @@ class ContinualModel(nn.Module):
         self.scaler = grad_scaler(self.precision, self.device)
         self.minibatch_size = args.minibatch_size or args.batch_size
         self._batch_indexes: Tensor | None = None
+        #: The task loop's record of SIGINT/SIGTERM (``{"signum": ...}``), read by :meth:`check_stop`.
+        self.stop_request: dict | None = None
         self._observe_args = set(inspect.signature(self.observe).parameters)
         self._observe_takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD
                                          for p in inspect.signature(self.observe).parameters.values())
@@ -331,6 +333,16 @@ class ContinualModel(nn.Module):
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
+        self.check_stop()
+
+    def check_stop(self) -> None:
+        """Raise the loop's ``Interrupted`` if SIGINT/SIGTERM arrived: the loop checks before each stream batch,
+        ``self.step`` after each step, so work in ``end_task`` (a fit on the memory) stops too. A long loop in a hook
+        that does not go through ``self.step`` (a Fisher pass) may call it itself."""
+        signum = (self.stop_request or {}).get("signum")
+        if signum is not None:
+            from utils.training import Interrupted
+            raise Interrupted(signum)
 
     def named_trainable_parameters(self, module: nn.Module | None = None) -> dict[str, nn.Parameter]:
         """``get_parameters()`` by their names in ``module`` (default ``self.net``), in the same order: the dict
