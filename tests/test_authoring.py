@@ -24,7 +24,7 @@ from utils.run_options import RunOptions
 from utils.seeding import seed_everything
 from utils.training import TaskLoop
 
-TINY = ["--dataset", "seq-synth", "--synth_train_per_class", "12", "--synth_test_per_class", "4", "--quiet", "1",
+TINY = ["--dataset", "seq-synth", "--synth_train_per_class", "6", "--synth_test_per_class", "2", "--quiet", "1",
         "--batch_size", "16", "--n_iters", "4"]
 HERE = "tests/test_authoring.py"
 
@@ -189,10 +189,10 @@ def _loop(cls, run_dir, stop_after, resume=False, keep_after=None):
 
 
 def test_tensor_state_in_plain_attributes_and_none_buffers_resumes_identically(tmp_path):
-    full, full_rec = _loop(PlainState, tmp_path / "full", 3, keep_after=(2, tmp_path / "part"))
-    resumed, resumed_rec = _loop(PlainState, tmp_path / "part", 3, resume=True)
-    assert resumed_rec.class_il == full_rec.class_il and len(full_rec.class_il) == 3
-    assert float(resumed.weight) == float(full.weight) == 150.0
+    full, full_rec = _loop(PlainState, tmp_path / "full", 2, keep_after=(1, tmp_path / "part"))
+    resumed, resumed_rec = _loop(PlainState, tmp_path / "part", 2, resume=True)
+    assert resumed_rec.class_il == full_rec.class_il and len(full_rec.class_il) == 2
+    assert float(resumed.weight) == float(full.weight) == 100.0
     assert all(torch.equal(resumed.anchor[n], full.anchor[n]) for n in full.anchor)
     assert all(torch.equal(a, b) for a, b in zip(resumed.net.state_dict().values(), full.net.state_dict().values()))
 
@@ -237,11 +237,12 @@ def test_the_divergence_message_names_the_methods_own_weights():
                                        "(--e_lambda 1e+06, --gamma 1)")
 
 
-def test_the_divergence_check_leaves_clips_infinite_attention_mask_alone():
+def test_the_divergence_check_leaves_infinite_buffers_alone():
+    """Buffers may hold -inf on purpose (open_clip's causal attention mask in every CLIP method): only parameters
+    count."""
     from conftest import make_method
-    _, model = make_method("zeroshot-clip", ["--dataset", "seq-synth", "--synth_train_per_class", "2",
-                                             "--synth_test_per_class", "2"], "--feature_cache", "off")
-    assert any(not torch.isfinite(b).all() for b in model.buffers() if b.is_floating_point())    # -inf on purpose
+    _, model = make_method("sgd", TINY)
+    model.net.register_buffer("attn_mask", torch.full((4, 4), float("-inf")).triu(1), persistent=False)
     assert model.non_finite_parameters() == []
     with torch.no_grad():
         next(p for p in model.parameters() if p.is_floating_point()).view(-1)[0] = float("inf")
