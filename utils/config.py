@@ -282,12 +282,14 @@ def _full_parser(model_cls, dataset_cls, net_cls) -> _Parser:
     if net_cls is not None:
         groups.append(("options of the backbone", net_cls))
     defaults: dict[str, Any] = {}
-    if dataset_cls is not None:
-        defaults.update(dataset_cls.DEFAULTS)
-    if model_cls is not None:
-        defaults.update(model_cls.DEFAULTS)
+    sources: dict[str, str] = {}          # --help says which defaults a dataset or method overrides
+    for owner in (dataset_cls, model_cls):
+        if owner is not None:
+            defaults.update(owner.DEFAULTS)
+            sources.update({k: f"{owner.NAME}'s DEFAULTS" for k in owner.DEFAULTS})
     for title, cls in groups:
-        opt.add_to_parser(parser.add_argument_group(title), cls, defaults=defaults, taken=taken)
+        opt.add_to_parser(parser.add_argument_group(title), cls, defaults=defaults, taken=taken,
+                          default_sources=sources)
     return parser
 
 

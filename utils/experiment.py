@@ -14,7 +14,7 @@ from utils.config import Config, EvalConfig
 from utils.errors import UserError
 from utils.results import RunRecorder, environment, new_run_dir
 from utils.seeding import seed_everything
-from utils.training import CHECKPOINT, INTERRUPTED, Interrupted, TaskLoop
+from utils.training import CHECKPOINT, INTERRUPTED, Interrupted, TaskLoop, TrainingDiverged
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,12 +89,16 @@ def run_experiment(config: Config | EvalConfig, resume_dir: str | None = None) -
         print(f"\ninterrupted by {stop}; {len(recorder.class_il)} task(s) completed. Continue with:\n"
               f"  python main.py --resume {run_dir}", file=sys.stderr)
         raise SystemExit(128 + stop.signum) from None
+    except TrainingDiverged as err:
+        recorder.status = "diverged"
+        recorder.write()
+        recorder.log("end", status="diverged", error=str(err), tasks_completed=len(recorder.class_il))
+        raise
     recorder.stats = model.run_stats()
     completed = len(recorder.class_il) == dataset.N_TASKS
     recorder.status = "completed" if completed else "stopped"
     recorder.write()
     recorder.log("end", status=recorder.status)
-    if not config.run.quiet:
-        print(recorder.summary_table())
-        print(f"results: {run_dir / 'results.json'}")
+    print(recorder.summary_table())                 # also with --quiet, which hides progress only
+    print(f"results: {run_dir / 'results.json'}")
     return run_dir

@@ -61,6 +61,9 @@ def _kind(tp: Any) -> _Kind:
 
 
 def _fields(cls: type) -> list[dataclasses.Field]:
+    if not dataclasses.is_dataclass(cls):
+        raise UserError(f"{cls.__module__}.{getattr(cls, '__qualname__', cls)} is not a dataclass: decorate it with "
+                        f"@dataclass and make its fields with utils.options.option(...)")
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
@@ -148,18 +151,21 @@ def field_names(cls: type) -> list[str]:
 
 
 def add_to_parser(group: argparse._ActionsContainer, cls: type, defaults: Mapping[str, Any] | None = None,
-                  taken: set[str] | None = None, shared: bool = False) -> None:
+                  taken: set[str] | None = None, shared: bool = False,
+                  default_sources: Mapping[str, str] | None = None) -> None:
     """Add one ``--flag`` per field of ``cls``. Values stay strings (coerced later) and absent flags
     stay absent, so that the resolver can tell an explicit CLI value from a default. ``shared``: a field
     already in ``taken`` is one flag for both classes (several datasets' options in one evaluation)
-    instead of an error."""
+    instead of an error. ``default_sources`` names where a default of ``defaults`` comes from (the help then says
+    ``default: 0.05, from seq-synth's DEFAULTS; otherwise 0.1``)."""
     defaults = defaults or {}
+    default_sources = default_sources or {}
     for f in _fields(cls):
         if taken is not None:
             if f.name in taken:
                 if shared:
                     continue
-                raise TypeError(f"option --{f.name} of {cls.__qualname__} is declared twice")
+                raise UserError(_clash_message(f.name, cls))
             taken.add(f.name)
         kind = _kind(f.type)
         default = defaults.get(f.name, _default(f))
@@ -171,11 +177,24 @@ def add_to_parser(group: argparse._ActionsContainer, cls: type, defaults: Mappin
         bare = True if kind.base is bool and not kind.is_list else f.metadata.get("bare")
         if bare is not None:
             extra += f"; alone: {bare}"
-        help_text = f"{f.metadata.get('help', '')}{extra} (default: {default})".replace("%", "%%")
+        where = ""
+        if f.name in defaults and f.name in default_sources and defaults[f.name] != _default(f):
+            where = f", from {default_sources[f.name]}; otherwise {_default(f)}"
+        help_text = f"{f.metadata.get('help', '')}{extra} (default: {default}{where})".replace("%", "%%")
         group.add_argument(f"--{f.name}", dest=f.name, default=argparse.SUPPRESS,
                            nargs="+" if kind.is_list else "?" if bare is not None else None,
                            const=None if bare is None else str(bare), metavar=kind.base.__name__.upper(),
                            help=help_text)
+
+
+def _clash_message(name: str, cls: type) -> str:
+    """Why ``--name`` of ``cls`` cannot be added: it is a run option's, or another component's, flag."""
+    from utils.run_options import RunOptions
+    where = f"{cls.__module__.replace('.', '/')}.py: {cls.__qualname__}"
+    if cls is not RunOptions and name in field_names(RunOptions):
+        return (f"{where}: option --{name} clashes with the run option --{name}: rename it, or set the run "
+                f"option's default in the class's DEFAULTS")
+    return f"{where}: option --{name} is already declared by another component: rename it"
 
 
 def _default(f: dataclasses.Field) -> Any:

@@ -1,9 +1,10 @@
 """Discovery of single-file components (methods, datasets): no registration list to edit.
 
 Every module in a package is imported on first use; each class that subclasses the base and sets
-``NAME`` is registered under that name (``_`` and ``-`` are equivalent). A module that fails to
-import (say, an optional dependency is missing) does not break the others: its error is kept and
-raised only when one of its names is asked for.
+``NAME`` is registered under that name (``_`` and ``-`` are equivalent); two classes with one name are a
+``UserError`` naming both files, raised at discovery (else the alphabetical order of the files would pick one
+silently). A module that fails to import (say, an optional dependency is missing) does not break the
+others: its error is kept and raised only when one of its names is asked for.
 """
 from __future__ import annotations
 
@@ -36,8 +37,18 @@ def _discover(package_name: str, base_qualname: str) -> tuple[dict[str, type], d
             continue
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ == module.__name__ and issubclass(cls, base) and getattr(cls, "NAME", ""):
-                found[normalise(cls.NAME)] = cls
+                key = normalise(cls.NAME)
+                if key in found and found[key] is not cls:
+                    raise _name_clash(key, found[key], cls)
+                found[key] = cls
     return found, broken
+
+
+def _name_clash(name: str, first: type, second: type) -> UserError:
+    def where(cls: type) -> str:
+        return f"{cls.__module__.replace('.', '/')}.py ({cls.__qualname__})"
+    return UserError(f"two classes are registered as '{name}': {where(first)} and {where(second)}; "
+                     f"give one of them another NAME")
 
 
 def _resolve(qualname: str) -> type:
@@ -58,5 +69,7 @@ def lookup(package_name: str, base_qualname: str, name: str, kind: str) -> type:
         return found[key]
     if key in broken:
         exc = broken[key]
+        if isinstance(exc, UserError):             # a contract check of the file itself: already one line
+            raise UserError(str(exc))
         raise UserError(f"{kind} '{name}' could not be imported: {type(exc).__name__}: {exc}")
     raise unknown_name_error(kind, name, names(package_name, base_qualname))

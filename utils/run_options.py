@@ -111,5 +111,5 @@ class RunOptions:
     device: str = option("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N, mps")
     num_workers: int = option(2, "DataLoader workers for datasets read from files", min=0)
     checkpoint: bool = option(True, "save a checkpoint after every task (needed by --resume)")
-    quiet: bool = option(False, "no progress bars or per-task tables")
+    quiet: bool = option(False, "no progress bars or per-task lines (the final summary table is still printed)")
     notes: str = option("", "free text stored with the run's config")

@@ -104,6 +104,7 @@ class TaskLoop:
         n_tasks = self.dataset.N_TASKS
         end = min(n_tasks, self.args.stop_after) if self.args.stop_after else n_tasks
         with _stop_on_signals() as stop:
+            self.model.stop_request = stop      # so that training outside the stream (end_task) stops too
             for task in range(self.start_task, end):
                 started = time.perf_counter()
                 self.train_task(task, stop)
@@ -126,7 +127,7 @@ class TaskLoop:
         model, args = self.model, self.args
         tasks = list(range(task + 1)) if model.TRAIN_ON_ALL_SEEN_TASKS else [task]
         batch_size = args.batch_size
-        if args.n_iters is None and args.n_epochs == 0:      # training-free: do not even load the data
+        if (args.n_iters is None and args.n_epochs == 0) or not model.TRAINS_ON_STREAM:  # training-free: no data
             data, steps_per_epoch, n_epochs, total_steps = None, 0, 0, 0
         else:
             data = model.training_data(self.dataset.task_data(tasks, "train").to(model.device))
@@ -170,7 +171,7 @@ class TaskLoop:
                 if not math.isfinite(loss):
                     bar.close()
                     raise TrainingDiverged(f"the loss became {loss} at task {task + 1}, epoch {epoch + 1}, "
-                                           f"step {step + 1}: try a lower --lr")
+                                           f"step {step + 1}: {model.divergence_hint()}")
                 if step_each_iter:
                     scheduler.step()
                 step += 1
@@ -185,6 +186,7 @@ class TaskLoop:
             self.recorder.log("epoch", task=task, epoch=epoch, seconds=round(time.perf_counter() - epoch_started, 4))
         bar.close()
         model.meta_end_task(self.dataset)
+        check_finite(model, task)
 
     def evaluate_after(self, task: int) -> StepEvaluation:
         """Evaluate after training ``task`` (``-1``: before training, every task, for the zero-shot row)."""
@@ -198,3 +200,12 @@ class TaskLoop:
                                  calibration=args.compute_ece and task >= 0, novel_tasks=novel,
                                  quiet=args.quiet, max_batches=3 if args.debug_mode else None,
                                  ece_per_batch=args.ece_per_batch)
+
+
+def check_finite(model, task: int) -> None:
+    """``TrainingDiverged`` if a parameter or buffer holds NaN or inf after ``task`` (before its checkpoint)."""
+    bad = model.non_finite_parameters()
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise TrainingDiverged(f"{bad[0]}{more} became NaN or infinite by the end of task {task + 1}: "
+                               f"{model.divergence_hint()}")

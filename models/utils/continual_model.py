@@ -1,19 +1,31 @@
 """``ContinualModel``: the small contract every method implements, and the bookkeeping it inherits.
 
 A method is one file in ``models/`` with a subclass that sets ``NAME`` and implements
-:meth:`ContinualModel.observe`. Optional hooks: ``begin_task``, ``end_task``, ``begin_epoch``,
-``end_epoch``, ``forward``, ``forward_samples``, ``get_parameters``, ``get_scheduler``,
-``selection_outputs``.
+:meth:`ContinualModel.observe` (or sets ``TRAINS_ON_STREAM = False``). Optional hooks: ``begin_task``,
+``end_task``, ``begin_epoch``, ``end_epoch``, ``forward``, ``forward_samples``, ``get_parameters``,
+``get_optimizer``, ``get_scheduler``, ``selection_outputs``, ``training_data`` (:data:`HOOKS`).
 Its options are a dataclass named ``Options`` (fields made with ``utils.options.option``): they become
 ``--flags`` and arrive typed as ``self.opts``. ``DEFAULTS`` overrides run options for this method.
 
+The contract is checked when a subclass is created (:meth:`ContinualModel.__init_subclass__`): a hook with
+a signature the loop cannot call and an ``Options`` that is not a dataclass or reuses a run option's name
+raise a one-line ``UserError`` naming the file; a public method whose name is close to a hook's warns.
+
 The task loop calls only the ``meta_*`` methods; they keep the counters, rebuild the optimizer and
 scheduler after ``begin_task`` (so parameters added there are trained), fill class-balanced memories
-before ``end_task``, and pass ``observe`` only the batch fields its signature names.
+before ``end_task`` (run under the precision's autocast), and pass ``observe`` only the batch fields its
+signature names. Checkpoints hold the module's ``state_dict`` and also the tensors a method keeps in public
+plain attributes (:meth:`ContinualModel.checkpoint_state`).
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
+import difflib
 import inspect
+import sys
+import warnings
+from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import torch
@@ -24,8 +36,102 @@ from utils.buffer import ClassBalancedBuffer, ReservoirBuffer
 from utils.errors import UserError
 from utils.exemplar_selection import rank_exemplars
 from utils.options import NoOptions
-from utils.precision import grad_scaler, resolve_precision
+from utils.precision import autocast, grad_scaler, resolve_precision
 from utils.run_options import RunOptions
+
+#: The hooks the task loop (and evaluation, exemplar selection) calls, with the positional arguments it passes.
+HOOKS: dict[str, tuple[str, ...]] = {
+    "begin_task": ("dataset",), "end_task": ("dataset",),
+    "begin_epoch": ("epoch", "dataset"), "end_epoch": ("epoch", "dataset"),
+    "forward": ("x",), "forward_samples": ("x",), "selection_outputs": ("inputs",), "training_data": ("data",),
+    "get_parameters": (), "get_optimizer": (), "get_scheduler": ("steps_per_epoch", "n_epochs"),
+}
+#: The batch fields ``observe`` may name (it receives them by name), and ``epoch``.
+OBSERVE_FIELDS = ("inputs", "labels", "not_aug_inputs", "indexes", "epoch")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class MethodContractWarning(UserWarning):
+    """A method file that probably does not do what its author meant (e.g. a misspelt hook name)."""
+
+
+def method_file(cls: type) -> str:
+    """Where ``cls`` is defined, as a path relative to the repository (``models/ewc_on.py``) when it is inside."""
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    if not path:
+        return cls.__module__
+    try:
+        return Path(path).resolve().relative_to(_REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _check_contract(cls: type) -> None:
+    """One-line ``UserError`` for a method class the loop cannot drive; a warning for a likely misspelt hook."""
+    where = f"{method_file(cls)}: {cls.__qualname__}"
+    for name, passed in HOOKS.items():
+        func = cls.__dict__.get(name)
+        if not inspect.isfunction(func):
+            continue
+        try:
+            inspect.signature(func).bind(None, *passed)
+        except TypeError:
+            raise UserError(f"{where}.{name}{inspect.signature(func)} cannot be called as the loop calls it, "
+                            f"{name}({', '.join(passed)}): define it as def {name}(self"
+                            f"{''.join(', ' + p for p in passed)})") from None
+    observe = cls.__dict__.get("observe")
+    if inspect.isfunction(observe):
+        params = list(inspect.signature(observe).parameters.values())[1:]
+        unknown = [p.name for p in params if p.name not in OBSERVE_FIELDS and p.default is inspect.Parameter.empty
+                   and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+        if unknown:
+            raise UserError(f"{where}.observe{inspect.signature(observe)}: observe receives the batch by field name; "
+                            f"'{unknown[0]}' is not one: name its parameters among {', '.join(OBSERVE_FIELDS)}")
+    options = cls.__dict__.get("Options")
+    if options is not None:
+        if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+            raise UserError(f"{where}.Options ({getattr(options, '__qualname__', options)}) is not a dataclass: "
+                            f"decorate it with @dataclass and make its fields with utils.options.option(...)")
+        run_names = {f.name for f in dataclasses.fields(RunOptions)}
+        for f in dataclasses.fields(options):
+            if f.name in run_names:
+                raise UserError(f"{where}.Options: option --{f.name} of {options.__qualname__} clashes with the run "
+                                f"option --{f.name}: rename it (e.g. --{cls.NAME.replace('-', '_') or 'method'}_{f.name}), "
+                                f"or set the run option's default for this method in DEFAULTS = "
+                                f"{{'{f.name}': ...}}")
+    known = set(HOOKS) | {"observe"}
+    for name, value in cls.__dict__.items():
+        if name.startswith("_") or name in known or not inspect.isfunction(value):
+            continue
+        if any(hasattr(base, name) for base in cls.__mro__[1:]):
+            continue                                         # overrides something that exists: not a typo
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        if close:
+            warnings.warn(f"{where}.{name} is not a hook, so the loop never calls it: did you mean {close[0]}? "
+                          f"(rename it, or start its name with _ if it is a helper)", MethodContractWarning,
+                          stacklevel=3)
+
+
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return True
+    if isinstance(value, (list, tuple, set, frozenset, collections.deque)):
+        return any(_holds_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
+    return False
+
+
+def _checkpointable(value: Any) -> bool:
+    """Whether ``value`` survives ``torch.save`` / ``torch.load(weights_only=True)`` as what it is."""
+    if value is None or isinstance(value, (Tensor, bool, int, float, str)):
+        return True
+    if type(value) in (list, tuple):
+        return all(_checkpointable(v) for v in value)
+    if type(value) is dict:
+        return all(isinstance(k, (str, int)) and _checkpointable(v) for k, v in value.items())
+    return False
 
 
 class ContinualModel(nn.Module):
@@ -45,6 +151,13 @@ class ContinualModel(nn.Module):
     HERDING_ON: ClassVar[str] = "features"
     #: Whether old classes' exemplars are re-scored when the memory shrinks (``--rescore_memory`` unset).
     RESCORES_MEMORY: ClassVar[bool] = False
+    #: False for methods that do not train on the stream (GDumb): the loop then runs no epochs and never calls
+    #: ``observe``; the method does its work in ``end_task`` (``dataset.task_data(self.current_task, "train")``).
+    TRAINS_ON_STREAM: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _check_contract(cls)
 
     def __init__(self, backbone: nn.Module, dataset, args: RunOptions, options: Any = None,
                  device: torch.device | str = "cpu"):
@@ -72,6 +185,8 @@ class ContinualModel(nn.Module):
         self.scaler = grad_scaler(self.precision, self.device)
         self.minibatch_size = args.minibatch_size or args.batch_size
         self._batch_indexes: Tensor | None = None
+        #: The task loop's record of SIGINT/SIGTERM (``{"signum": ...}``), read by :meth:`check_stop`.
+        self.stop_request: dict | None = None
         self._observe_args = set(inspect.signature(self.observe).parameters)
         self._observe_takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD
                                          for p in inspect.signature(self.observe).parameters.values())
@@ -203,14 +318,64 @@ class ContinualModel(nn.Module):
         return self._normalize(not_aug)
 
     def backward_and_step(self, loss: Tensor) -> None:
-        """``loss.backward()`` and an optimizer step, through the fp16 grad scaler when there is one."""
+        """``loss.backward()`` and a step of ``self.optimizer``, through the fp16 grad scaler when there is one."""
+        self.step(loss, self.optimizer)
+
+    def step(self, loss: Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """``loss.backward()`` and a step of ``optimizer`` (default ``self.optimizer``; any optimizer a method builds,
+        e.g. to train in ``end_task``), through the fp16 grad scaler when there is one. Zeroing the gradients
+        before the forward pass stays the caller's."""
+        optimizer = self.optimizer if optimizer is None else optimizer
         if self.scaler is None:
             loss.backward()
-            self.optimizer.step()
+            optimizer.step()
         else:
             self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
+            self.scaler.step(optimizer)
             self.scaler.update()
+        self.check_stop()
+
+    def check_stop(self) -> None:
+        """Raise the loop's ``Interrupted`` if SIGINT/SIGTERM arrived: the loop checks before each stream batch,
+        ``self.step`` after each step, so work in ``end_task`` (a fit on the memory) stops too. A long loop in a hook
+        that does not go through ``self.step`` (a Fisher pass) may call it itself."""
+        signum = (self.stop_request or {}).get("signum")
+        if signum is not None:
+            from utils.training import Interrupted
+            raise Interrupted(signum)
+
+    def named_trainable_parameters(self, module: nn.Module | None = None) -> dict[str, nn.Parameter]:
+        """``get_parameters()`` by their names in ``module`` (default ``self.net``), in the same order: the dict
+        ``torch.func.functional_call(module, params, args)`` takes (and ``torch.func.grad`` / ``vmap`` differentiate).
+        A trained parameter outside ``module`` is an error."""
+        module = self.net if module is None else module
+        names = {id(p): n for n, p in module.named_parameters(remove_duplicate=False)}
+        out: dict[str, nn.Parameter] = {}
+        for p in self.get_parameters():
+            if id(p) not in names:
+                raise ValueError(f"{type(self).__name__}.get_parameters() trains a parameter of shape "
+                                 f"{tuple(p.shape)} that is not in {type(module).__name__}")
+            out[names[id(p)]] = p
+        return out
+
+    def non_finite_parameters(self) -> list[str]:
+        """Names of the parameters holding NaN or infinite values (the loop checks after each task, before its
+        checkpoint). Buffers are not checked: some hold -inf on purpose (CLIP's causal attention mask)."""
+        tensors = [(n, t) for n, t in self.named_parameters() if t.is_floating_point()]
+        if not tensors:
+            return []
+        finite = torch.stack([torch.isfinite(t).all() for _, t in tensors]).tolist()
+        return [n for (n, _), ok in zip(tensors, finite) if not ok]
+
+    def divergence_hint(self) -> str:
+        """The likely causes of a diverged run, for its error message: the learning rate and the method's own
+        numeric weights (its float options, e.g. EWC's --e_lambda)."""
+        weights = [f"--{f.name} {getattr(self.opts, f.name):g}" for f in dataclasses.fields(self.opts)
+                   if isinstance(getattr(self.opts, f.name), float)]
+        hint = f"try a lower --lr (it is {self.args.lr:g})"
+        if weights:
+            hint += f", or smaller weights of {self.NAME}'s own terms ({', '.join(weights)})"
+        return hint
 
     def make_buffer(self) -> ReservoirBuffer | ClassBalancedBuffer:
         a = self.args
@@ -226,11 +391,12 @@ class ContinualModel(nn.Module):
 
     def remember(self, **columns: Tensor) -> None:
         """Offer stream items to a reservoir memory (class-balanced memories fill at task end).
-        With ``--buffer_storage index`` the ``examples`` column is stored as dataset indices."""
+        With ``--buffer_storage index`` the ``examples`` column is stored as dataset indices (the batch's, or an
+        ``indexes`` column given here, as a method that reads the task's data itself in ``end_task`` does)."""
         if isinstance(self.buffer, ReservoirBuffer):
             if self.args.buffer_storage == "index" and "examples" in columns:
                 columns = {k: v for k, v in columns.items() if k != "examples"}
-                columns["indexes"] = self._batch_indexes
+                columns.setdefault("indexes", self._batch_indexes)
             self.buffer.add(**columns)
 
     def replay_batch(self) -> dict[str, Tensor] | None:
@@ -325,14 +491,19 @@ class ContinualModel(nn.Module):
     def meta_end_task(self, dataset) -> None:
         if isinstance(self.buffer, ClassBalancedBuffer):
             self.update_balanced_memory(dataset)
-        self.end_task(dataset)
+        with autocast(self.precision, self.device):     # as observe: training in end_task goes through self.step
+            self.end_task(dataset)
         self._current_task += 1
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
-        """Everything needed to continue after the last completed task (tensors and plain data only)."""
+        """Everything needed to continue after the last completed task (tensors and plain data only): the
+        ``state_dict`` (parameters, buffers, also those first registered as ``None``), and the tensors the method
+        keeps in public plain attributes (``self.fisher = ...``, also in dicts, lists and tuples; attributes starting
+        with ``_`` are caches and are not saved)."""
         return {
             "model": self.state_dict(),
+            "attributes": self.tensor_attributes(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "buffer": self.buffer.state_dict() if self.buffer is not None else None,
@@ -340,11 +511,45 @@ class ContinualModel(nn.Module):
             "current_task": self._current_task,
         }
 
+    def tensor_attributes(self) -> dict[str, Any]:
+        """The public plain attributes that hold tensors (what :meth:`checkpoint_state` saves besides the
+        ``state_dict``); a ``UserError`` names one that a checkpoint could not restore."""
+        out = {}
+        for name, value in vars(self).items():
+            if name.startswith("_") or not _holds_tensor(value):
+                continue
+            if not _checkpointable(value):
+                raise UserError(f"{method_file(type(self))}: {type(self).__qualname__}.{name} holds tensors in a "
+                                f"{type(value).__name__} that a checkpoint cannot restore, so --resume would lose them: "
+                                f"keep them in a tensor, or a dict, list or tuple of tensors, or register_buffer them "
+                                f"(or start the name with _ if it is a cache rebuilt on its own)")
+            out[name] = value
+        return out
+
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self._current_task = int(state["current_task"])
+        self._fill_none_buffers(state["model"])
         self.load_state_dict(state["model"])
+        for name, value in state.get("attributes", {}).items():
+            current = vars(self).get(name)
+            if isinstance(current, Tensor) and isinstance(value, Tensor) and current.shape == value.shape \
+                    and current.dtype == value.dtype:
+                with torch.no_grad():
+                    current.copy_(value)                 # keeps an attribute that aliases another tensor
+            else:
+                setattr(self, name, value)
         self.optimizer = self.get_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         if self.buffer is not None and state["buffer"] is not None:
             self.buffer.load_state_dict(state["buffer"])
         self.generator.set_state(state["generator"])
+
+    def _fill_none_buffers(self, model_state: dict[str, Tensor]) -> None:
+        """Give buffers registered as ``None`` (and set later, e.g. at the first ``end_task``) a tensor of the saved
+        shape, so that ``load_state_dict`` restores them instead of refusing their keys."""
+        for prefix, module in self.named_modules():
+            for name, value in list(module._buffers.items()):
+                key = f"{prefix}.{name}" if prefix else name
+                if value is None and key in model_state and name not in module._non_persistent_buffers_set:
+                    saved = model_state[key]
+                    module._buffers[name] = torch.empty_like(saved, device=self.device)

@@ -78,8 +78,7 @@ class MemoryReplay:
             for batch in memory.batches(bs, shuffle=True, generator=self.generator, train=True):
                 optimizer.zero_grad()
                 loss = loss_fn(batch["inputs"].to(self.device), batch["labels"].to(self.device))
-                loss.backward()
-                optimizer.step()
+                self.step(loss, optimizer)              # through the fp16 grad scaler (end_task runs in autocast)
                 scheduler.step()
                 bar.update()
         bar.close()
