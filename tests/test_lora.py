@@ -139,7 +139,8 @@ def test_shared_lora_shares_masters_and_every_projection_gets_gradient(split, co
         assert d.shape == (3 * D, D) and all(float(d[i * D:(i + 1) * D].abs().sum()) > 0 for i in range(3))
         assert torch.allclose(blocks[2].attn.in_proj_weight,
                               blocks[2].attn.parametrizations.in_proj_weight.original + d)
-        assert torch.allclose(blocks[3].attn.out_proj.weight, blocks[3].attn.out_proj.parametrizations.weight.original + o)
+        out_proj = blocks[3].attn.out_proj
+        assert torch.allclose(out_proj.weight, out_proj.parametrizations.weight.original + o)
         assert torch.equal(d[:D], o) == (not split)
     one_backward(model, view)
     masters = {"q": qkv[0].q_lora_B, "k": qkv[0].k_lora_B, "v": qkv[0].v_lora_B, "o": out[0].lora_B}
@@ -163,7 +164,7 @@ def test_weight_space_options_act_on_the_effective_weights_by_name(shared_model)
         model.meta_observe(batch, 0)
         seen.append(snapshot(model.weights_module()))
     penalty = l2_penalty(model.weights_module().trained_weights(), start)
-    assert float(penalty.detach()) > 0 and penalty.requires_grad             # sum ||W + BA - W_start||^2, through A and B
+    assert float(penalty.detach()) > 0 and penalty.requires_grad      # sum ||W + BA - W_start||^2, through A and B
     assert not torch.equal(seen[2][key], start[key])
     model.meta_end_task(view)
     # the WE mean of the start and the snapshots after steps 0, 1 and the last, then WiSE 0.5 toward the start

@@ -3,7 +3,8 @@ fewest directions holding the energy, stays orthonormal across tasks (re-orthono
 projected off it is orthogonal to it; on a small problem a task-2 step leaves task 1's loss far more unchanged than
 plain SGD; in finetune the tracked parameters are the open_clip names (the adapters under LoRA), every later step's
 gradient is orthogonal to the stored basis when the optimizer sees it; a resumed run is identical (the basis is in the
-checkpoint, its size in results.json); scripts/convert_grad_to_basis.py's files load with --orthogonal_gradients_path."""
+checkpoint, its size in results.json); scripts/convert_grad_to_basis.py's files load with
+--orthogonal_gradients_path."""
 import json
 
 import pytest

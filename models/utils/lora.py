@@ -11,15 +11,17 @@ value and output projections all get LoRA. ``nn.MultiheadAttention`` does not ca
 hands ``in_proj_weight`` and ``out_proj.weight`` to ``F.multi_head_attention_forward`` directly, so a LoRA on
 ``attn.out_proj`` as an ``nn.Linear`` never reaches the output (the reference's bug).
 
-- **peft** (``--lora_shared 0``): ``peft.inject_adapter_in_model`` with ``LoraConfig(r, lora_alpha, lora_dropout,
-  bias="none")``; ``nn.Linear`` targets become peft ``lora.Linear`` (dropout on the LoRA branch's input), ``attn``
-  targets peft's ``lora.MultiheadAttention`` (one LoRA on the stacked q/k/v ``in_proj_weight``, 3D x D, and one
-  on ``out_proj``, merged into the weights for each forward pass). ``attn.out_proj`` alone is refused there (see
-  above: peft would wrap a Linear whose forward never runs); ``attn`` is the attention target.
-- **shared** (``--lora_shared 1``, the framework's ``lora_injection.py`` as its README describes it): the weights
-  become ``torch.nn.utils.parametrize`` parametrizations, so ``in_proj_weight`` and ``out_proj.weight`` ARE
-  ``W + s * B @ A`` wherever ``nn.MultiheadAttention`` reads them (``attn.out_proj`` alone works here: the output
-  projection only). One master (A, B) per key, the first layer met for a key creating it and every later one
+- **peft** (``--lora_shared 0``): ``nn.Linear`` targets go through ``peft.inject_adapter_in_model`` with
+  ``LoraConfig(r, lora_alpha, lora_dropout, bias="none")`` (peft ``lora.Linear``, dropout on the LoRA branch's
+  input). ``attn`` targets do not: peft 0.21.2's ``lora.MultiheadAttention`` merges the deltas into the weights for
+  each forward pass and adds the output projection's twice (``W_o + 2 dW_o``; huggingface/peft PR 3774), so they
+  are parametrized here in peft's layout, one pair on the stacked q/k/v ``in_proj_weight`` (A: r x D, B: 3D x r)
+  and one on ``out_proj.weight``, without dropout (peft's merged-weight attention has none either).
+- **parametrized** weights (``torch.nn.utils.parametrize``): ``in_proj_weight`` and ``out_proj.weight`` ARE
+  ``W + s * B @ A`` wherever ``nn.MultiheadAttention`` reads them, so attention LoRA reaches the output
+  (``attn.out_proj`` alone: the output projection only).
+- **shared** (``--lora_shared 1``, the framework's ``lora_injection.py`` as its README describes it): every target
+  parametrized. One master (A, B) per key, the first layer met for a key creating it and every later one
   holding the same ``nn.Parameter`` objects: a Linear's key is (layer type, in, out), an attention projection's
   (``"attn"``, embed dim, heads), so q, k, v and o of every block of that shape share one master, or with
   ``--lora_shared_split_qkvo 1`` (``"attn"``, q|k|v|o, embed dim, heads), one master per projection type. The
