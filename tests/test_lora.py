@@ -13,8 +13,10 @@ from models.utils.lora import short_name
 from models.utils.weight_space import snapshot
 from utils.errors import UserError
 
-SMALL = ["--dataset", "seq-synth", "--seed", "0", "--synth_train_per_class", "2", "--synth_test_per_class", "1",
-         "--quiet", "1", "--feature_cache", "off", "--lr", "1e-3", "--warmup_iters", "1", "--batch_size", "8"]
+#: the data flags of tests/test_orthogonal_gradients.py too: one rendered dataset for both files
+DATA = ["--dataset", "seq-synth", "--seed", "0", "--synth_train_per_class", "2", "--synth_test_per_class", "1",
+        "--quiet", "1", "--feature_cache", "off"]
+TRAIN = ["--lr", "1e-3", "--warmup_iters", "1", "--batch_size", "8"]
 R, D, HIDDEN, BLOCKS = 8, 128, 512, 4          # micro-clip: width 128, MLP 512, 4 image (and 3 text) blocks
 ATTN = ["--lora_target_modules", "attn", "mlp.c_fc", "mlp.c_proj"]
 
@@ -29,7 +31,7 @@ def one_thread():
 
 
 def make(*argv):
-    return make_method("finetune", SMALL, "--lora", "1", *argv)
+    return make_method("finetune", DATA, *TRAIN, "--lora", "1", *argv)
 
 
 def lora_b_grads(model) -> dict[str, float]:

@@ -19,9 +19,10 @@ from utils.config import parse_config
 from utils.errors import UserError
 from utils.experiment import run_experiment
 
-SMALL = ["--dataset", "seq-synth", "--seed", "0", "--synth_train_per_class", "2", "--synth_test_per_class", "1",
-         "--quiet", "1", "--feature_cache", "off", "--lr", "1e-4", "--warmup_iters", "1", "--batch_size", "8",
-         "--train_mode", "image"]
+DATA = ["--dataset", "seq-synth", "--seed", "0", "--synth_train_per_class", "2", "--synth_test_per_class", "1",
+        "--quiet", "1", "--feature_cache", "off"]                 # as tests/test_lora.py's: one rendered dataset
+TRAIN = ["--lr", "1e-4", "--warmup_iters", "1", "--batch_size", "8", "--train_mode", "image"]
+SMALL = DATA + TRAIN
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -117,7 +118,7 @@ def test_a_projected_task_2_step_leaves_task_1_loss_nearly_unchanged():
 
 
 def test_finetune_projects_every_later_step_on_the_open_clip_names(monkeypatch):
-    view, model = make_method("finetune", SMALL, "--orthogonal_gradients", "2")
+    view, model = make_method("finetune", DATA, *TRAIN, "--orthogonal_gradients", "2")
     names = model.ogd.names
     assert "visual.transformer.resblocks.0.attn.in_proj_weight" in names and "visual.ln_post.weight" in names
     assert len(names) == 4 * 6 + 2 and not any(n.endswith("bias") or n == "visual.proj" for n in names)
@@ -171,7 +172,7 @@ def test_resume_with_orthogonal_gradients_is_identical(tmp_path):
 
 
 def test_under_lora_only_the_adapters_are_tracked():
-    _, model = make_method("finetune", SMALL, "--lora", "1", "--lora_shared", "1", "--orthogonal_gradients", "2")
+    _, model = make_method("finetune", DATA, *TRAIN, "--lora", "1", "--lora_shared", "1", "--orthogonal_gradients", "2")
     tracked = tracked_parameters(model.clip.model)
     assert tracked and all("lora_" in n and p.requires_grad for n, p in tracked.items())
     assert set(tracked) == set(model.ogd.names)
@@ -186,10 +187,10 @@ def test_converted_snapshots_load_as_a_basis(tmp_path, capsys):
     assert main(["--input", str(tmp_path / "grad.pth"), "--output", str(tmp_path / "basis.pth")]) == 0
     basis = load_torch(tmp_path / "basis.pth")
     assert set(basis) == {name} and basis[name].shape[1] == 512 * 128 and orthonormality_error(basis[name]) < 1e-5
-    _, model = make_method("finetune", SMALL, "--orthogonal_gradients_path", str(tmp_path / "basis.pth"))
+    _, model = make_method("finetune", DATA, *TRAIN, "--orthogonal_gradients_path", str(tmp_path / "basis.pth"))
     assert torch.allclose(torch.cat(model.ogd.bases[name]) @ torch.cat(model.ogd.bases[name]).T,
                           torch.eye(basis[name].shape[0]), atol=1e-5)
     save_torch(tmp_path / "bad.pth", {"module." + name: basis[name]})    # a DataParallel name: refused, not skipped
     with pytest.raises(UserError, match="not parameters OGD tracks"):
-        make_method("finetune", SMALL, "--orthogonal_gradients_path", str(tmp_path / "bad.pth"))
+        make_method("finetune", DATA, *TRAIN, "--orthogonal_gradients_path", str(tmp_path / "bad.pth"))
     assert main(["--input", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x.pth")]) == 2
