@@ -21,6 +21,13 @@ Options:
   ZSCL's ``WiSE_finetune.sh``), ``--we --avg_freq 100``, ``--we_wise [0.98]``, ``--moving_avg [0.999]
   --mv_avg_model n|t|zeroshot``, ``--l2 l`` (WC, ZSCL's ``wc.sh``: 1); ``models/utils/finetune_clip.py`` says
   exactly what each does.
+- orthogonal gradients (the MTIL framework's): ``--orthogonal_gradients N`` (N + 1 gradient snapshots per task,
+  their SVD basis at ``--ogd_energy`` 0.97, every later step's gradient projected off it),
+  ``--orthogonal_gradients_path FILE`` (a basis file, e.g. from ``scripts/convert_grad_to_basis.py``);
+  ``models/utils/orthogonal_gradients.py`` says exactly what each does.
+- LoRA: ``--lora 1 --lora_r 8 --lora_alpha 16 --lora_dropout 0.1 --lora_target_modules attn mlp.c_fc mlp.c_proj``
+  (peft for nn.Linear targets), ``--lora_shared 1 [--lora_shared_split_qkvo 1]`` (the framework's shared masters);
+  ``models/utils/lora.py``.
 
 The recipe of ``mtil/scripts/finetune.sh`` is ``models/config/finetune.yaml``'s ``mtil`` section
 (``--model_config best``).
@@ -53,6 +60,28 @@ Deviations from the reference:
 - With ``--we`` (or ``--we_wise``) and ``--wise_merge`` the merge applies to the ensemble, the model that is kept;
   ZSCL merges the training model and then saves the ensemble, so its merge is lost. The fork's ``training.py``
   always merges with zero-shot CLIP whatever ``--wise_ft_model`` says; here ``prev`` is the task's start.
+- ``--orthogonal_gradients`` projects: the framework's tracker never did (its names came from ``model.module`` and
+  its look-up from the DataParallel wrapper, so every projection was skipped), it projected the last collected
+  gradient instead of the current one, and it concatenated the tasks' bases without re-orthonormalising them; here
+  names are the unwrapped model's, the current gradient is projected, the stored rows stay orthonormal, and a basis
+  file whose names are not tracked is refused instead of silently skipped. Frozen parameters are not tracked (the
+  framework's hooks raised on them under LoRA). The SVD is exact (float64) instead of ``svd_lowrank``'s randomised
+  one (the same at the framework's ``q = min(n, 20)``); snapshots are taken at N + 1 evenly spaced steps of the
+  task's ``--n_iters`` (the framework's ``iteration % (T // N)`` over its T + 1 steps) and kept on the CPU.
+- LoRA on attention works: CLIP's ``nn.MultiheadAttention`` reads ``in_proj_weight`` and ``out_proj.weight``
+  directly, so the framework's peft LoRA on ``attn.out_proj`` never reached the output; peft 0.21.2's own
+  ``lora.MultiheadAttention`` adds the output projection's delta twice in its forward pass (huggingface/peft PR
+  3774), so attention targets are parametrized weights ``W + (alpha / r) B A`` here (peft's layout: one pair on the
+  stacked q/k/v, one on o; no dropout, as peft's merged-weight attention has none), and nn.Linear targets go
+  through peft. The default targets are ``attn mlp.c_fc mlp.c_proj``, not the framework's ``attn.out_proj
+  mlp.c_fc mlp.c_proj`` (which works here too, o only).
+- Shared LoRA shares what its README says (q, k, v and o of every attention block of a shape, one master per
+  projection type with ``--lora_shared_split_qkvo``, MLP layers by (type, in, out)); the framework's
+  ``lora_injection.py`` on loratorch only ever shared ``o`` and lost the attention weights when merging.
+- With LoRA the weight-space options and ``--save_models`` act on the effective (merged) weights under open_clip's
+  names; the framework zipped the LoRA factors by position (averaging A and B separately, and misaligned against a
+  plain model). Each task trains fresh adapters (A drawn from the seed and the task, B = 0), folded into the weights
+  at the task's end, as the framework's one process per task on the merged previous checkpoint did.
 """
 from models.utils.finetune_clip import FinetuneClipModel
 

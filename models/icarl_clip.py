@@ -19,7 +19,7 @@ training images, un-augmented through CLIP's test transform, encoded by the task
 ``--we``/``--wise_merge``). The memory stores dataset indices (``--buffer_storage index``, the default here: images
 are re-read when a step needs them) or the images (``tensor``); its ``labels`` column is the task of each exemplar.
 
-Options: ``finetune``'s (``--train_mode``, ``--ls``, ``--warmup_iters``, the weight-space options), the
+Options: ``finetune``'s (``--train_mode``, ``--ls``, ``--warmup_iters``, the weight-space options, OGD, LoRA), the
 distillation's (``--image_loss``, ``--text_loss``, their weights, ``--T``, ``--text_distill_target``,
 ``--task_lr``) and ``--teacher``.
 

@@ -17,8 +17,8 @@ The teacher is refreshed at the start of every task from the weights the previou
 weight-space merge that task made, e.g. ``--wise_merge``), and its features of the task's prompts and training
 images are encoded once per task.
 
-Options: those of ``finetune`` (``--train_mode``, ``--ls``, ``--warmup_iters``, the weight-space options) and of the
-distillation (``--image_loss``, ``--text_loss``, ``--image_loss_weight``, ``--text_loss_weight``, ``--T``,
+Options: those of ``finetune`` (``--train_mode``, ``--ls``, ``--warmup_iters``, the weight-space options, OGD, LoRA)
+and of the distillation (``--image_loss``, ``--text_loss``, ``--image_loss_weight``, ``--text_loss_weight``, ``--T``,
 ``--text_distill_target teacher|student``, ``--task_lr NAME=LR``).
 
 Deviations from the reference:

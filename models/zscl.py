@@ -26,9 +26,10 @@ reference images (seeded; ZSCL's ``ImageNetSM --num``).
 The teacher's features are computed once: of every sentence, and of every reference image (in fixed-order batches,
 through ``--feature_cache``, so later runs read them from disk): a step costs ``finetune``'s plus one student pass
 over the reference batch. ``python scripts/bench_zscl.py`` measures it. Options: ``finetune``'s (``--train_mode``,
-``--ls``, ``--warmup_iters``, the weight-space options), the distillation's (``--image_loss``, ``--text_loss``,
-``--image_loss_weight``, ``--text_loss_weight``, ``--T``, ``--text_distill_target teacher|student``, ``--task_lr``)
-and ``--ref_dataset``, ``--ref_sentences``, ``--ref_images_n``. ``models/config/zscl.yaml`` holds ZSCL's recipes.
+``--ls``, ``--warmup_iters``, the weight-space options, ``--orthogonal_gradients``, ``--lora``), the distillation's
+(``--image_loss``, ``--text_loss``, ``--image_loss_weight``, ``--text_loss_weight``, ``--T``, ``--text_distill_target
+teacher|student``, ``--task_lr``) and ``--ref_dataset``, ``--ref_sentences``, ``--ref_images_n``.
+``models/config/zscl.yaml`` holds ZSCL's recipes.
 
 Deviations from the reference:
 - ``--text_distill_target teacher`` (the default) is ZSCL's code: both sides of the distillation use the teacher's

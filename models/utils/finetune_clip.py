@@ -83,6 +83,7 @@ from torch import Tensor, nn
 
 from datasets.utils.views import PreprocessedView
 from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from models.utils.lora import DEFAULT_TARGETS as LORA_DEFAULT_TARGETS
 from models.utils.weight_space import AnchorPull, WeightEnsemble, l2_penalty, merge_into, snapshot
 from utils.errors import UserError
 from utils.options import option
@@ -147,6 +148,28 @@ class FinetuneOptions:
                                "weights before the previous pull) or zeroshot", choices=("n", "t", "zeroshot"))
     l2: float = option(0.0, "adds l2 * sum ||theta - theta_start||^2 over the trained parameters (theta_start: the "
                        "weights at the start of the task); ZSCL: 1", min=0.0)
+    # orthogonal gradients and LoRA (the MTIL framework's): models/utils/orthogonal_gradients.py, models/utils/lora.py
+    orthogonal_gradients: int = option(0, "OGD: collect N + 1 gradient snapshots per task on the trained attention, "
+                                       "MLP and LayerNorm weights, keep their SVD basis, and project every later "
+                                       "step's gradient off the bases of the earlier tasks; 0: off", min=0)
+    ogd_energy: float = option(0.97, "the share of the snapshots' energy (squared singular values) each task's "
+                               "basis keeps", min=0.0, max=1.0)
+    orthogonal_gradients_path: str | None = option(None, "a basis file ({name: (k, D) tensor}, e.g. from "
+                                                   "scripts/convert_grad_to_basis.py) projected off from the first "
+                                                   "task on (with --orthogonal_gradients, the tasks' bases add to it)")
+    lora: bool = option(False, "train LoRA adapters (peft) on --lora_target_modules of the trained towers instead "
+                        "of the weights themselves")
+    lora_r: int = option(8, "LoRA rank", min=1)
+    lora_alpha: float = option(16.0, "LoRA alpha: the update is (alpha / r) * B @ A", min=0.0)
+    lora_dropout: float = option(0.1, "dropout on the LoRA branch's input (peft's nn.Linear targets only)",
+                                 min=0.0, max=0.99)
+    lora_target_modules: list[str] = option(list(LORA_DEFAULT_TARGETS), "module names or suffixes to adapt "
+                                            "(python scripts/list_clip_layers.py): nn.Linear layers, and attn for "
+                                            "the attention blocks' q, k, v and o")
+    lora_shared: bool = option(False, "the framework's shared LoRA instead of peft: one A/B master per (layer "
+                               "type, dimensions), the same parameters in every layer of that key")
+    lora_shared_split_qkvo: bool = option(False, "with --lora_shared: one master per attention projection type "
+                                          "(q, k, v, o) instead of one for all four")
 
 
 def zero_shot_head(weights: Tensor) -> nn.Linear:
@@ -183,15 +206,19 @@ class FinetuneClipModel(ClipModel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.mode = self.train_mode_of(self.opts)
+        o = self.opts
         trains = {"image": self.mode.image, "text": self.mode.text, None: False}
         for name, p in self.clip.model.named_parameters():
             p.requires_grad_(trains[clip_tower(name)])
         if self.mode.head:
             self.head = zero_shot_head(self.zero_shot_weights())
             self.head.requires_grad_(self.mode.head_trains)
+        if (o.lora_shared or o.lora_shared_split_qkvo) and not o.lora:
+            raise UserError("--lora_shared and --lora_shared_split_qkvo need --lora 1")
+        self.lora = self._inject_lora() if o.lora else None
+        self.ogd = self._make_ogd()
         self._classifier: Tensor | None = None           # the evaluation classifier while weights are unchanged
         self._train_text: dict[tuple[int, int], Tensor] = {}   # tokens (text trains) or features (frozen text)
-        o = self.opts
         averages = [flag for flag, on in (("--we", o.we), ("--we_wise", o.we_wise is not None),
                                           ("--moving_avg", o.moving_avg is not None)) if on]
         if len(averages) > 1:
@@ -204,13 +231,57 @@ class FinetuneClipModel(ClipModel):
         self._pull: AnchorPull | None = None
         self._task_steps = 0
 
-    def weights_module(self) -> nn.Module:
+    def _inject_lora(self):
+        from models.utils.lora import LoraInjection
+        o = self.opts
+        if o.lora_shared_split_qkvo and not o.lora_shared:
+            raise UserError("--lora_shared_split_qkvo needs --lora_shared 1")
+        towers = [t for t, on in (("image", self.mode.image), ("text", self.mode.text)) if on]
+        if not towers:
+            raise UserError(f"--lora adapts CLIP's towers, and --train_mode {o.train_mode} trains neither")
+        total = sum(p.numel() for p in self.clip.model.parameters())
+        lora = LoraInjection(self.clip.model, o.lora_target_modules, towers, o.lora_r, o.lora_alpha, o.lora_dropout,
+                             shared=o.lora_shared, split_qkvo=o.lora_shared_split_qkvo)
+        self.lora_stats = {"backend": "shared" + ("-split-qkvo" if o.lora_shared_split_qkvo else "")
+                           if o.lora_shared else "peft", "trainable": lora.trainable_count(), "clip_parameters": total,
+                           "targeted_modules": len(lora.targeted)}
+        print(f"LoRA ({self.lora_stats['backend']}, r={o.lora_r}, alpha={o.lora_alpha:g}, {len(lora.targeted)} "
+              f"modules): {lora.trainable_count():,} trainable parameters of {total:,} "
+              f"({100 * lora.trainable_count() / total:.2f} %)", flush=True)
+        return lora
+
+    def _make_ogd(self):
+        o = self.opts
+        if not o.orthogonal_gradients and o.orthogonal_gradients_path is None:
+            return None
+        from models.utils.orthogonal_gradients import OrthogonalGradients
+        ogd = OrthogonalGradients(self.clip.model, o.orthogonal_gradients, o.ogd_energy, self.device)
+        if o.orthogonal_gradients_path is not None:
+            ogd.load_basis_file(o.orthogonal_gradients_path)
+        return ogd
+
+    def weights_module(self):
         """What the weight-space options merge: CLIP (``net``) and the head in fc modes, named as in this model's
-        ``state_dict`` (``net.model.visual...``, ``head.weight``)."""
+        ``state_dict`` (``net.model.visual...``, ``head.weight``); with ``--lora`` the effective weights of the
+        merged model under the same names (``models/utils/lora.py``'s ``LoraWeights``)."""
         modules = {"net": self.net}
         if self.mode.head:
             modules["head"] = self.head
+        if self.lora is not None:
+            from models.utils.lora import LoraWeights
+            return LoraWeights(nn.ModuleDict(modules), self.lora, "net.model.")
         return nn.ModuleDict(modules)
+
+    def exported_module(self) -> nn.Module:
+        """The open_clip model; with ``--lora`` its LoRA merged in, under open_clip's plain names."""
+        return self.clip.model if self.lora is None else self.lora.merged_module()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.lora is not None:              # CLIP stays in eval mode; LoRA's dropout follows the model
+            for m in self.lora.dropout_modules():
+                m.train(mode)
+        return self
 
     def trained_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters this mode trains, by name (``net.model.visual...``, ``head.weight``, ...)."""
@@ -221,6 +292,8 @@ class FinetuneClipModel(ClipModel):
 
     def get_scheduler(self, steps_per_epoch: int, n_epochs: int):
         total = self.args.n_iters if self.args.n_iters is not None else steps_per_epoch * n_epochs
+        if self.ogd is not None:
+            self.ogd.begin_task(total)
         return zscl_cosine(self.optimizer, total, self.opts.warmup_iters)
 
     @property
@@ -296,8 +369,21 @@ class FinetuneClipModel(ClipModel):
         """The one place a training step happens: adds the ``--l2`` penalty to ``loss``, steps, then runs the
         averaging of ``--we``/``--we_wise``/``--moving_avg`` when the step's index is a multiple of ``--avg_freq``."""
         if self.opts.l2 > 0:
-            loss = loss + self.opts.l2 * l2_penalty(self.weights_module(), self._start_state)
-        super().backward_and_step(loss)
+            weights = self.weights_module()
+            loss = loss + self.opts.l2 * l2_penalty(weights if self.lora is None else weights.trained_weights(),
+                                                    self._start_state)
+        if self.ogd is None:
+            super().backward_and_step(loss)
+        elif self.scaler is None:               # OGD: the current gradient, projected before the step
+            loss.backward()
+            self.ogd.after_backward(self._task_steps)
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            self.ogd.after_backward(self._task_steps)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.weights_changed()
         self._average_at(self._task_steps)
         self._task_steps += 1
@@ -305,6 +391,8 @@ class FinetuneClipModel(ClipModel):
     # ---- weight space ------------------------------------------------------------------------
     def begin_task(self, dataset) -> None:
         """Keep what this task's weight-space options need from its starting weights."""
+        if self.lora is not None:              # fresh adapters on the merged weights, seeded by the run and the task
+            self.lora.reset(self.args.seed * 1000 + self.current_task)
         o, weights = self.opts, self.weights_module()
         wants_start = o.l2 > 0 or (o.wise_merge is not None and o.wise_ft_model == "prev")
         self._start_state = snapshot(weights) if wants_start else None
@@ -327,7 +415,32 @@ class FinetuneClipModel(ClipModel):
 
     def meta_end_task(self, dataset) -> None:
         self.finish_task_weights()
+        if self.ogd is not None:
+            self.ogd.end_task()
+        if self.lora is not None:              # the task's update joins the weights (B = 0)
+            self.lora.fold()
+            self.weights_changed()
         super().meta_end_task(dataset)
+
+    def checkpoint_state(self) -> dict:
+        state = super().checkpoint_state()
+        if self.ogd is not None:
+            state["orthogonal_gradients"] = self.ogd.state_dict()
+        return state
+
+    def load_checkpoint_state(self, state) -> None:
+        super().load_checkpoint_state(state)
+        if self.ogd is not None:
+            self.ogd.load_state_dict(state["orthogonal_gradients"])
+
+    def run_stats(self) -> dict:
+        stats = super().run_stats()
+        stats["trainable_parameters"] = sum(p.numel() for p in self.trained_parameters().values())
+        if self.lora is not None:
+            stats["lora"] = self.lora_stats
+        if self.ogd is not None:
+            stats["orthogonal_gradients"] = self.ogd.size()
+        return stats
 
     def finish_task_weights(self) -> None:
         """The task's final model, before anything else at the task's end (memory selection, ``end_task``): ZSCL's

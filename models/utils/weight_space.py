@@ -34,8 +34,11 @@ ModuleOrState = Union[nn.Module, State]
 
 
 def _state(source: ModuleOrState) -> State:
-    """The named tensors of a module (its live parameters and persistent buffers) or a state as given."""
-    return source.state_dict(keep_vars=True) if isinstance(source, nn.Module) else source
+    """The named tensors of a module (its live parameters and persistent buffers), of a weight view (an object
+    with ``weight_state()``, e.g. a LoRA model's effective weights, ``models/utils/lora.py``), or a state as given."""
+    if isinstance(source, nn.Module):
+        return source.state_dict(keep_vars=True)
+    return source.weight_state() if hasattr(source, "weight_state") else source
 
 
 def snapshot(source: ModuleOrState, device: torch.device | str | None = None) -> dict[str, Tensor]:
@@ -87,6 +90,9 @@ def load_by_name(module: nn.Module, state: ModuleOrState) -> None:
     """Copy ``state`` into ``module``'s parameters and buffers in place, by name (same names and shapes only)."""
     live, new = _state(module), _state(state)
     check_compatible(live, new)
+    if hasattr(module, "load_weight_state"):            # a weight view writes its own way
+        module.load_weight_state(new)
+        return
     values = {name: new[name].detach() for name in live}     # read everything before writing (tied weights)
     for name, t in live.items():
         t.copy_(values[name])
