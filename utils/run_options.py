@@ -80,7 +80,7 @@ class RunOptions:
     feature_cache: str = option("auto", "cache of frozen-encoder features: 'auto' ($TUSK_CACHE_DIR, else "
                                 "~/.cache/tusk), a directory, or 'off' (encode every batch, every epoch)")
     feature_views: int = option(0, "augmented views per training image to encode and cache; each step draws one "
-                                "(0 = the deterministic test transform only)", min=0)
+                                "(0 = the deterministic test transform only)", min=0, max=1000)
     precision: str = option("auto", "autocast precision: fp32, bf16, fp16 (with a grad scaler) or auto "
                             "(bf16 on GPUs that support it, fp32 on CPU)", choices=("auto", "fp32", "bf16", "fp16"))
 
