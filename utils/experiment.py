@@ -125,9 +125,9 @@ def _loop(config: Config, run_dir: Path, dataset, model, resuming: bool, fresh: 
         recorder.write()
         recorder.log("interrupted", signal=str(stop), tasks_completed=done)
         if config.run.checkpoint or done == 0:
-            how = "Continue with" if done else "No task completed; this starts it again from the first task"
-            print(f"\ninterrupted by {stop}; {done} task(s) completed. {how}:\n"
-                  f"  python main.py --resume {run_dir}", file=sys.stderr)
+            how = f"{done} task(s) completed. Continue with" if done else \
+                "no task completed yet. This starts it again from the first task"
+            print(f"\ninterrupted by {stop}; {how}:\n  python main.py --resume {run_dir}", file=sys.stderr)
         else:
             print(f"\ninterrupted by {stop}; {done} task(s) completed, not resumable (--checkpoint 0): "
                   f"rerun the same command", file=sys.stderr)

@@ -86,7 +86,7 @@ class TaskLoop:
         return self.recorder.dir / CHECKPOINT
 
     def save_checkpoint(self, path: Path, completed_tasks: int, **extra) -> None:
-        save_checked(path, {"format": 2, "completed_tasks": completed_tasks,
+        save_checked(path, {"format": 2, "completed_tasks": completed_tasks, "run": self._identity(),
                           "model": self.model.checkpoint_state(), "rng": rng_state(),
                           "data_generator": self.data_generator.get_state(),
                           "results": self.recorder.state(), **extra})
@@ -95,6 +95,9 @@ class TaskLoop:
         """Load the last completed task's checkpoint; returns the task to continue with."""
         path = self.checkpoint_path()
         state = load_checked(path, "--resume: the checkpoint", map_location=self.model.device)
+        if state.get("run") != self._identity():
+            raise UserError(f"--resume: the checkpoint {path} is from another run ({state.get('run')}; this run is "
+                            f"{self._identity()})")
         try:
             self.model.load_checkpoint_state(state["model"])
             set_rng_state(state["rng"])
@@ -109,6 +112,11 @@ class TaskLoop:
             raise UserError(f"--resume: the checkpoint {path} is inconsistent ({self.start_task} tasks completed, "
                             f"{len(self.recorder.class_il)} rows of results, {self.dataset.N_TASKS} tasks)")
         return self.start_task
+
+    def _identity(self) -> dict:
+        """What a checkpoint must have been written by to be resumed here."""
+        return {"model": self.model.NAME, "dataset": self.dataset.NAME, "seed": int(self.args.seed),
+                "n_tasks": int(self.dataset.N_TASKS)}
 
     # ---- the loop ---------------------------------------------------------------------------
     def test_data(self, task: int):
