@@ -37,6 +37,10 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:40]
 
 
+#: cache directories found unwritable in this process (warned about once)
+_WARNED: set[Path] = set()
+
+
 class FeatureCache:
     """Feature files under ``root/<kind>/<key>.pt``; ``root=None`` keeps nothing on disk.
 
@@ -83,8 +87,10 @@ class FeatureCache:
         except (OSError, UserError) as exc:
             self.writable = False
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            warnings.warn(f"feature cache {self.root} cannot be written ({reason}): features are kept in memory "
-                          f"for this run only (--feature_cache DIR elsewhere, or off)", stacklevel=2)
+            if self.root not in _WARNED:        # once per directory and process, however many caches use it
+                _WARNED.add(self.root)
+                warnings.warn(f"feature cache {self.root} cannot be written ({reason}): features are kept in "
+                              f"memory for this run only (--feature_cache DIR elsewhere, or off)", stacklevel=2)
 
     def get_or_compute(self, kind: str, key: str, compute: Callable[[], Tensor], meta: dict,
                        shape: tuple[int | None, ...] | None = None) -> Tensor:
