@@ -200,3 +200,48 @@ def test_spellings_that_are_the_same_flag(tmp_path):
     assert bare.run == spelt.run
     alias, _ = parse_config(["--model", "zeroshot_clip", "--dataset", "seq_synth"])
     assert (alias.model, alias.dataset) == ("zeroshot-clip", "seq-synth")
+
+
+def test_the_report_scripts_skip_malformed_runs_and_never_crash(runs, tmp_path, capsys):
+    """leaderboard.py and plot_results.py over a root with a good run, a run with 0 tasks, truncated, hand-edited
+    and binary results.json files: the good run is reported, every other one is skipped with a one-line note."""
+    import importlib.util
+    import sys
+    from conftest import REPO
+
+    def script(name):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    root = tmp_path / "root"
+    shutil.copytree(runs["sgd"], root / "good")
+    good = json.loads((root / "good" / "results.json").read_text())
+    bad = {"zero": {**good, "accuracy_matrix": {"class_il": [], "task_il": []}, "tasks_completed": 0},
+           "rows": {**good, "accuracy_matrix": {"class_il": [[1.0], [1.0, 2.0]], "task_il": []}},
+           "values": {**good, "accuracy_matrix": {"class_il": [["x"]], "task_il": []}},
+           "metrics": {**good, "metrics": [1, 2]}, "seed": {**good, "seed": "zero"}, "list": [1, 2]}
+    for name, blob in bad.items():
+        (root / name).mkdir()
+        (root / name / "results.json").write_text(json.dumps(blob))
+    for name, raw in (("truncated", (root / "good" / "results.json").read_bytes()[:100]), ("binary", b"\xff\x00"),
+                      ("empty", b"")):
+        (root / name).mkdir()
+        (root / name / "results.json").write_bytes(raw)
+    leaderboard = script("leaderboard")
+    capsys.readouterr()
+    assert leaderboard.main([str(root), "--include-incomplete", "--out-md", str(tmp_path / "b.md")]) == 0
+    out, err = capsys.readouterr()
+    assert "| sgd |" in out and (tmp_path / "b.md").read_text() == out
+    notes = err.strip().splitlines()
+    assert len(notes) == len(bad) + 3 and all(n.startswith("note: skipping") for n in notes), err
+    assert leaderboard.main([str(root / "zero"), "--include-incomplete"]) == 2          # nothing usable: one line
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: no completed run")
+    assert leaderboard.main([str(root), "--include-incomplete", "--out-csv", str(root)]) == 2   # a directory
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --out-csv")
+    plots = script("plot_results")
+    (tmp_path / "afile").write_text("x")
+    assert plots.main([str(root), "--include-incomplete", "--out", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --out")
+    assert "Traceback" not in err and sys.modules.get("leaderboard") is None
