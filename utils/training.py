@@ -133,12 +133,13 @@ class TaskLoop:
                 self.train_task(task, stop)
                 evaluation = self.evaluate_after(task)
                 class_il, task_il = evaluation.class_il, evaluation.task_il
-                self.recorder.add_row(class_il, task_il, time.perf_counter() - started, evaluation.extras())
-                if self.save_models:          # before the checkpoint: a completed task always has its file
-                    export_task_model(self.model, self.recorder.dir, task)
-                if self.checkpoint:
-                    self.save_checkpoint(self.checkpoint_path(), task + 1)
-                self.recorder.publish_row()
+                with signals.deferred():        # the row, its checkpoint and its publication: all or nothing
+                    self.recorder.add_row(class_il, task_il, time.perf_counter() - started, evaluation.extras())
+                    if self.save_models:          # before the checkpoint: a completed task always has its file
+                        export_task_model(self.model, self.recorder.dir, task)
+                    if self.checkpoint:
+                        self.save_checkpoint(self.checkpoint_path(), task + 1)
+                    self.recorder.publish_row()
                 if not self.args.quiet:
                     seen = [class_il[k] for k in range(task + 1)]
                     seen_t = [task_il[k] for k in range(task + 1)]
