@@ -93,7 +93,7 @@ def _scalar(kind: _Kind, value: Any, flag: str) -> Any:
     if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return _finite(float(value), flag)
     if base is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _finite(value, flag)
     if base is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if base is str and isinstance(value, (str, int, float)):
@@ -101,10 +101,16 @@ def _scalar(kind: _Kind, value: Any, flag: str) -> Any:
     raise UserError(f"{flag}: expected {base.__name__}, got {value!r}")
 
 
+_INT64 = 2 ** 63 - 1
+
+
 def _finite(number: Any, flag: str) -> Any:
-    """NaN and infinity pass every min/max comparison (or fail it confusingly) and are not JSON: refused."""
+    """NaN and infinity pass every min/max comparison (or fail it confusingly) and are not JSON: refused; so are
+    integers that no tensor, seed or counter can hold (beyond 64 bits)."""
     if isinstance(number, float) and not math.isfinite(number):
         raise UserError(f"{flag}: expected a finite number, got {number}")
+    if isinstance(number, int) and not isinstance(number, bool) and abs(number) > _INT64:
+        raise UserError(f"{flag}: {number} is too large (at most {_INT64})")
     return number
 
 

@@ -11,7 +11,8 @@ from utils.options import option
 @dataclass
 class RunOptions:
     # --- experiment -------------------------------------------------------------------------
-    seed: int = option(0, "seed for every random choice: class order, data order, buffers, init", min=0)
+    seed: int = option(0, "seed for every random choice: class order, data order, buffers, init", min=0,
+                       max=2 ** 31 - 1)   # numpy's legacy seeds (1993 + --seed) take 32 bits
     class_order: str = option("native", "class order: 'native' (the dataset's), 'random' (permuted by --seed), "
                               "'seed1993' (the iCaRL/PyCIL order: numpy RandomState(1993)), 'seed1993_run' "
                               "(CLAP4CLIP's: RandomState(1993 + --seed), its run index; seed 0 = seed1993), 'zscl' "
