@@ -57,6 +57,7 @@ def run_experiment(config: Config | EvalConfig, resume_dir: str | None = None) -
         if config.run.eval_single is not None:
             run_eval_single(config)
             return None
+        check_output_dir(config.run.results_path, "--results_path")
         return run_eval_only(config)
     if resume_dir is not None:
         run_dir = Path(resume_dir)
