@@ -25,7 +25,7 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-_state: dict = {"signum": None, "depth": 0, "installed": False}
+_state: dict = {"signum": None, "depth": 0, "installed": False, "pid": None}
 
 
 def pending() -> int | None:
@@ -40,6 +40,8 @@ def check() -> None:
 
 
 def _handler(signum, _frame) -> None:
+    if os.getpid() != _state["pid"]:         # a forked worker (DataLoader) inherited the handler: act as Python's
+        raise KeyboardInterrupt               # default, which the workers handle quietly; the parent stops the run
     if _state["signum"] is not None:         # the second signal: leave now
         try:
             os.write(2, f"\n{signal.Signals(signum).name} again: exiting now\n".encode())
@@ -62,7 +64,7 @@ def handled() -> Iterator[None]:
             signal.signal(sig, old)
         previous = {}
     outer = dict(_state)
-    _state.update(signum=None, depth=0, installed=bool(previous))
+    _state.update(signum=None, depth=0, installed=bool(previous), pid=os.getpid())
     try:
         yield
     finally:
