@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.reports import Group, group_runs, load_runs_for_cli, metric_names  # noqa: E402
+from utils.reports import Group, group_runs, load_runs_for_cli, metric_names, write_output  # noqa: E402
 
 DEFAULT_METRICS = ("last_accuracy", "avg_accuracy", "bwt", "forgetting", "ece")
 
@@ -104,12 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     groups = rank(groups, names)
     md = markdown(groups, names)
     print(md, end="")
-    if args.out_md:
-        args.out_md.write_text(md)
-    if args.out_csv:
-        args.out_csv.write_text(csv_text(groups, names))
+    if args.out_md and not write_output(args.out_md, md, "--out-md"):
+        return 2
+    if args.out_csv and not write_output(args.out_csv, csv_text(groups, names), "--out-csv"):
+        return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)

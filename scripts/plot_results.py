@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.metrics import ece_from_diagram  # noqa: E402
-from utils.reports import Group, group_runs, load_runs_for_cli  # noqa: E402
+from utils.reports import Group, group_runs, load_runs_for_cli, output_dir_problem  # noqa: E402
 
 MAX_PANELS = 12
 LABELS = {"class_il": "class-IL", "task_il": "task-IL"}
@@ -138,14 +138,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {len(groups)} settings; the plots show the first {MAX_PANELS} (pass fewer runs to choose)",
               file=sys.stderr)
         groups = groups[:MAX_PANELS]
-    args.out.mkdir(parents=True, exist_ok=True)
-    heatmap(groups, args.which, args.out / "heatmap.png")
-    curves(groups, args.which, args.out / "curves.png")
-    reliability(groups, args.out / "reliability.png")
+    problem = output_dir_problem(args.out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        heatmap(groups, args.which, args.out / "heatmap.png")
+        curves(groups, args.which, args.out / "curves.png")
+        reliability(groups, args.out / "reliability.png")
+    except OSError as err:
+        print(f"error: --out {args.out}: cannot write the plots ({err.strerror or err})", file=sys.stderr)
+        return 2
     for name in ("heatmap.png", "curves.png", "reliability.png"):
         print(args.out / name)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)

@@ -20,6 +20,28 @@ REPO = Path(__file__).resolve().parent.parent
 # Two cores: keep torch from oversubscribing them when pytest and a child process both run.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# The network guard (tests/netguard/sitecustomize.py): installed here, and in every Python process a test starts.
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+os.environ["PYTHONPATH"] = os.pathsep.join([str(NETGUARD), *filter(None, [os.environ.get("PYTHONPATH")])])
+sys.path.insert(0, str(NETGUARD))
+import sitecustomize as netguard  # noqa: E402 - the guard module (found first on the path just set)
+
+if not hasattr(netguard, "ATTEMPTS"):         # another sitecustomize was imported before pytest: load ours by path
+    import importlib.util
+    _spec = importlib.util.spec_from_file_location("tusk_netguard", NETGUARD / "sitecustomize.py")
+    netguard = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(netguard)
+
+
+@pytest.fixture(autouse=True)
+def _offline():
+    """Fail the test that tried to reach a non-loopback address, even if the code under test caught the error."""
+    before = len(netguard.ATTEMPTS)
+    yield
+    attempts = netguard.ATTEMPTS[before:]
+    if attempts:
+        pytest.fail(f"the test tried to use the network: {'; '.join(attempts)}", pytrace=False)
+
 
 def run_main(args: list[str], tmp_path: Path, timeout: float = 300,
              subprocess_: bool | None = None) -> subprocess.CompletedProcess:

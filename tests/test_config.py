@@ -33,7 +33,7 @@ def test_bad_values_name_the_flag_and_range(main_runner):
         parse_config(["--model", "sgd", "--dataset", "seq-synth", "--n_epochs", "two"])
     with pytest.raises(UserError, match="--optimizer: 'rmsprop' is not one of sgd, adam, adamw"):
         parse_config(["--model", "sgd", "--dataset", "seq-synth", "--optimizer", "rmsprop"])
-    with pytest.raises(UserError, match="unrecognized arguments: --no_such_flag"):
+    with pytest.raises(UserError, match="unknown flag --no_such_flag for model 'sgd'"):
         parse_config(["--model", "sgd", "--dataset", "seq-synth", "--no_such_flag", "1"])
 
 

@@ -159,6 +159,10 @@ class ReservoirBuffer(_ColumnMemory):
         """Offer a batch of B items (one tensor per column, each with leading dimension B)."""
         cols, batch = self._prepare(columns)
         if not self._columns:
+            from utils.resources import check_memory
+            per_item = sum(t[0].numel() * t.element_size() for t in cols.values()) if batch else 0
+            check_memory(self.capacity * per_item, "--buffer_size",
+                         f"a memory of {self.capacity} items ({per_item} bytes each)", self.device)
             self._columns = {
                 name: torch.zeros((self.capacity, *t.shape[1:]), dtype=t.dtype, device=self.device)
                 for name, t in cols.items()}

@@ -92,7 +92,7 @@ def _selection_parser(add_help: bool) -> _Parser:
 
 
 #: Flags that may be given together with --resume (they do not change results).
-RESUME_OVERRIDES = ("quiet", "device", "num_workers", "data_path")
+RESUME_OVERRIDES = ("quiet", "device", "num_workers", "data_path", "stop_after")
 
 
 @dataclass
@@ -153,7 +153,7 @@ def parse_config(argv: Sequence[str]) -> tuple[Config | EvalConfig, str | None]:
     net_cls = model_cls.backbone_options(backbone)
 
     parser = _full_parser(model_cls, dataset_cls, net_cls)
-    cli = vars(parser.parse_args(argv))
+    cli = vars(_parse_all(parser, argv, f"model '{model_cls.NAME}' on '{dataset_cls.NAME}'"))
     selection = {k: cli.pop(k) for k in ("model", "dataset", "backbone", "model_config", "resume") if k in cli}
     model_config = selection.get("model_config", "none")
 
@@ -233,7 +233,7 @@ def _eval_config(first: argparse.Namespace, argv: list[str], original: list[str]
     for cls in dict.fromkeys(cls for cls, _, _ in resolved):
         opt.add_to_parser(parser.add_argument_group(f"options of dataset '{cls.NAME}'"), cls.Options,
                           defaults=cls.DEFAULTS, taken=taken, shared=True)
-    cli = vars(parser.parse_args(argv))
+    cli = vars(_parse_all(parser, argv, f"--eval_only with model '{model_cls.NAME}'"))
     for key in ("model", "dataset", "backbone", "model_config", "resume"):
         cli.pop(key, None)
     layers = [("cli", cli), ("method defaults", model_cls.DEFAULTS)]
@@ -269,6 +269,30 @@ def _check_eval_flags(config: EvalConfig, model_cls) -> None:
                             f"is not one (leave --model out for zero-shot CLIP)")
         if not Path(run.eval_single).is_file():
             raise UserError(f"--eval_single: no such image file '{run.eval_single}'")
+
+
+def _parse_all(parser: _Parser, argv: list[str], what: str) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, with an unknown flag named with its closest valid flag, or with the methods
+    and datasets it belongs to (``--alpha`` with ``--model sgd``)."""
+    known, unknown = parser.parse_known_args(argv)
+    if unknown:
+        valid = [s[2:] for s in parser._option_string_actions if s.startswith("--")]
+        raise opt.unknown_flags_error(unknown, valid, _flag_owners(), what)
+    return known
+
+
+def _flag_owners() -> dict[str, list[str]]:
+    """Every method's and dataset's own flag -> the methods and datasets that declare it."""
+    owners: dict[str, list[str]] = {}
+    for kind, names, get in (("model", list_models, get_model_class), ("dataset", list_datasets, get_dataset_class)):
+        for name in names():
+            try:
+                cls = get(name)
+            except UserError:       # a component that failed to import has no flags to offer
+                continue
+            for flag in opt.field_names(cls.Options):
+                owners.setdefault(flag, []).append(f"{kind} '{cls.NAME}'")
+    return owners
 
 
 def _full_parser(model_cls, dataset_cls, net_cls) -> _Parser:
@@ -343,19 +367,35 @@ def _resume_config(run_dir: str, argv: list[str]) -> Config:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"--resume: no run at '{run_dir}' (expected {path})")
-    blob = json.loads(path.read_text())
+    try:
+        blob = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = "it is empty" if path.is_file() and path.stat().st_size == 0 else f"{type(exc).__name__}: {exc}"
+        raise UserError(f"--resume: {path} is not a readable run configuration ({why})") from None
+    if not isinstance(blob, dict) or not isinstance(blob.get("selection"), dict):
+        raise UserError(f"--resume: {path} is not a Tusk run configuration (no 'selection' section)")
     if "eval_datasets" in blob.get("selection", {}):
         raise UserError(f"--resume: {run_dir} is an --eval_only evaluation, which trains nothing; run it again instead")
-    config = Config.from_json(blob)
+    try:
+        config = Config.from_json(blob)
+    except UserError as exc:
+        raise UserError(f"--resume: {path}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise UserError(f"--resume: {path} is not a complete Tusk run configuration "
+                        f"({type(exc).__name__}: {exc})") from None
     parser = _Parser(prog="main.py --resume", add_help=False, allow_abbrev=False)
     parser.add_argument("--resume")
-    fields = {f: RunOptions.__dataclass_fields__[f] for f in RESUME_OVERRIDES}
-    for name in fields:
-        parser.add_argument(f"--{name}", default=argparse.SUPPRESS)
+    fields = {f: opt.field_of(RunOptions, f) for f in RESUME_OVERRIDES}
+    for name, f in fields.items():
+        bare = {"nargs": "?", "const": "1"} if f.type is bool else {}     # --quiet alone = --quiet 1
+        parser.add_argument(f"--{name}", default=argparse.SUPPRESS, **bare)
     extra, unknown = parser.parse_known_args(argv)
     if unknown:
         raise UserError(f"--resume continues a run with its saved settings; only "
                         f"{', '.join('--' + f for f in RESUME_OVERRIDES)} may be changed (got {' '.join(unknown)})")
+    for name in fields:      # given to an earlier --resume: saved now, not given to this one
+        if config.sources.get(name) == "cli (resume)":
+            config.sources[name] = "saved (an earlier --resume)"
     for name, value in vars(extra).items():
         if name in fields:
             setattr(config.run, name, opt.coerce(fields[name], value))

@@ -17,4 +17,5 @@ def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> UserError:
     valid = sorted(valid)
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.4)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return UserError(f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid)}")
+    return UserError(f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid)} "
+                     f"(any case; '_' = '-': the only aliases)")

@@ -1,6 +1,7 @@
 """Build a run from its configuration and carry it out: dataset, network, method, loop, outputs."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,9 +10,10 @@ from tqdm.auto import tqdm
 
 from datasets import get_dataset_class
 from models import get_model_class
-from utils.atomic import write_json
+from utils.atomic import OutputError, check_output_dir, remove_stale_temporaries, write_json
 from utils.config import Config, EvalConfig
 from utils.errors import UserError
+from utils.resources import check_memory
 from utils.results import RunRecorder, environment, new_run_dir
 from utils.seeding import seed_everything
 from utils.training import CHECKPOINT, INTERRUPTED, Interrupted, TaskLoop, TrainingDiverged
@@ -55,50 +57,170 @@ def run_experiment(config: Config | EvalConfig, resume_dir: str | None = None) -
         if config.run.eval_single is not None:
             run_eval_single(config)
             return None
+        check_output_dir(config.run.results_path, "--results_path")
         return run_eval_only(config)
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        finished = _completed_status(run_dir)
+        if finished is not None:
+            print(f"{run_dir} is already completed ({finished}); nothing to resume, its files are unchanged",
+                  file=sys.stderr)
+            return run_dir
+        lock = lock_run_dir(run_dir)
+        try:
+            return _run(config, run_dir)
+        finally:
+            lock.close()
+    check_output_dir(config.run.results_path, "--results_path")
+    return _run(config, None)
+
+
+def _run(config: Config, run_dir: Path | None) -> Path:
+    """The run of :func:`run_experiment`: a new one (``run_dir`` None) or ``--resume run_dir`` (locked)."""
+    resuming = run_dir is not None
+    if resuming:
+        fresh = not (run_dir / CHECKPOINT).is_file()        # stopped before its first checkpoint: start again
+        done = _tasks_recorded(run_dir)
+        if fresh and done:
+            why = "it was run with --checkpoint 0" if not config.run.checkpoint else "the file is missing"
+            raise UserError(f"--resume: {run_dir} has no {CHECKPOINT} although {done} task(s) completed ({why}); "
+                            f"start it again instead")
+    _check_feature_cache_path(config.run.feature_cache)
     dataset, model = build(config)
+    if config.run.buffer_size:      # a lower bound (a label per item), before anything is allocated
+        check_memory(config.run.buffer_size * 8, "--buffer_size", f"a memory of {config.run.buffer_size} items",
+                     model.device)
+    if not resuming:
+        run_dir = new_run_dir(config.run.results_path, config.dataset, config.model)
+        lock = lock_run_dir(run_dir)
+        try:
+            write_json(run_dir / "config.json", config.to_json())
+            return _loop(config, run_dir, dataset, model, False, False)
+        finally:
+            lock.close()
+    return _loop(config, run_dir, dataset, model, True, fresh)
+
+
+def _loop(config: Config, run_dir: Path, dataset, model, resuming: bool, fresh: bool) -> Path:
     header = {"model": config.model, "dataset": config.dataset, "backbone": config.backbone,
               "seed": config.run.seed, "class_order": [int(c) for c in dataset.class_order],
               "class_names": dataset.class_names, "setting": dataset.SETTING, "precision": model.precision,
               "environment": environment()}
-    if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        if not (run_dir / CHECKPOINT).is_file():
-            raise UserError(f"--resume: {run_dir} has no {CHECKPOINT} (the run stopped before finishing "
-                            f"its first task, or was run with --checkpoint 0); start it again instead")
-    else:
-        run_dir = new_run_dir(config.run.results_path, config.dataset, config.model)
-        write_json(run_dir / "config.json", config.to_json())
     recorder = RunRecorder(run_dir, dataset.N_TASKS, header)
     recorder.eval_only_tasks = list(getattr(dataset, "eval_only_tasks", []))
     loop = TaskLoop(model, dataset, recorder, checkpoint=config.run.checkpoint, save_models=config.run.save_models)
-    if resume_dir is not None:
-        start = loop.restore()
-        recorder.log("resume", from_task=start)
-    else:
-        recorder.log("start", argv=config.argv)
-    if not config.run.quiet:
-        tqdm.write(f"run directory: {run_dir}")
     try:
+        if resuming:
+            start = 0 if fresh else loop.restore()
+            _resume_stop_after(config, run_dir, start, dataset.N_TASKS)
+            recorder.log("resume", from_task=start, stop_after=config.run.stop_after)
+        else:
+            recorder.log("start", argv=config.argv)
+        if not config.run.quiet:
+            tqdm.write(f"run directory: {run_dir}")
         loop.run()
     except Interrupted as stop:
-        loop.save_checkpoint(run_dir / INTERRUPTED, len(recorder.class_il), signal=stop.signum)
+        done = len(recorder.class_il)
+        loop.save_checkpoint(run_dir / INTERRUPTED, done, signal=stop.signum)
         recorder.status = "interrupted"
         recorder.write()
-        recorder.log("interrupted", signal=str(stop), tasks_completed=len(recorder.class_il))
-        print(f"\ninterrupted by {stop}; {len(recorder.class_il)} task(s) completed. Continue with:\n"
-              f"  python main.py --resume {run_dir}", file=sys.stderr)
+        recorder.log("interrupted", signal=str(stop), tasks_completed=done)
+        if config.run.checkpoint or done == 0:
+            how = f"{done} task(s) completed. Continue with" if done else \
+                "no task completed yet. This starts it again from the first task"
+            print(f"\ninterrupted by {stop}; {how}:\n  python main.py --resume {run_dir}", file=sys.stderr)
+        else:
+            print(f"\ninterrupted by {stop}; {done} task(s) completed, not resumable (--checkpoint 0): "
+                  f"rerun the same command", file=sys.stderr)
         raise SystemExit(128 + stop.signum) from None
     except TrainingDiverged as err:
         recorder.status = "diverged"
         recorder.write()
         recorder.log("end", status="diverged", error=str(err), tasks_completed=len(recorder.class_il))
         raise
+    except OutputError as err:
+        raise OutputError(f"{err} (the run directory is under --results_path; earlier files are intact and "
+                          f"--resume {run_dir} continues from the last checkpoint)") from None
     recorder.stats = model.run_stats()
     completed = len(recorder.class_il) == dataset.N_TASKS
     recorder.status = "completed" if completed else "stopped"
     recorder.write()
     recorder.log("end", status=recorder.status)
+    remove_stale_temporaries(run_dir)
     print(recorder.summary_table())                 # also with --quiet, which hides progress only
     print(f"results: {run_dir / 'results.json'}")
     return run_dir
+
+
+LOCK = ".lock"
+
+
+def lock_run_dir(run_dir: Path):
+    """Hold an exclusive lock on ``run_dir`` for this process's life (released when it exits, however it exits):
+    a second process that writes to the same run (``--resume`` twice at once) is refused."""
+    import fcntl
+    try:
+        fh = open(run_dir / LOCK, "a")
+    except OSError as exc:
+        raise UserError(f"cannot use {run_dir}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise UserError(f"{run_dir} is in use by another Tusk process (a run or --resume still going); "
+                        f"wait for it to end") from None
+    return fh
+
+
+def _results_blob(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _completed_status(run_dir: Path) -> str | None:
+    blob = _results_blob(run_dir)
+    if isinstance(blob, dict) and blob.get("status") == "completed":
+        return f"{blob.get('tasks_completed')} of {blob.get('n_tasks')} tasks"
+    return None
+
+
+def _tasks_recorded(run_dir: Path) -> int:
+    blob = _results_blob(run_dir)
+    return int(blob.get("tasks_completed") or 0) if isinstance(blob, dict) else 0
+
+
+def _resume_stop_after(config: Config, run_dir: Path, start: int, n_tasks: int) -> None:
+    """``--resume DIR --stop_after M`` continues to task M (M above the tasks done); without it, a run that reached
+    its own ``--stop_after`` continues to the end, and one stopped before it (a signal, a kill) continues to it.
+    The value used is recorded in config.json, so that a later ``--resume`` knows it."""
+    run = config.run
+    if config.sources.get("stop_after") == "cli (resume)":
+        if run.stop_after is not None and run.stop_after <= start:
+            raise UserError(f"--stop_after {run.stop_after}: {run_dir} has already completed {start} task(s); "
+                            f"give a larger number (at most {n_tasks}) or leave it out to continue to the end")
+    elif run.stop_after is not None and run.stop_after <= start:
+        run.stop_after = None
+        config.sources["stop_after"] = "resume (to the end)"
+    path = run_dir / "config.json"
+    blob = json.loads(path.read_text())
+    if blob["run"].get("stop_after") != run.stop_after:
+        blob["run"]["stop_after"] = run.stop_after
+        blob.setdefault("sources", {})["stop_after"] = config.sources.get("stop_after", "default")
+        write_json(path, blob)
+
+
+def _check_feature_cache_path(value: str) -> None:
+    if value in ("auto", "off"):
+        return
+    if not value.strip():
+        raise UserError("--feature_cache: an empty path; give a directory, 'auto' or 'off'")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--feature_cache {value}: is a file, not a directory")
+    parent = path
+    while not parent.exists() and parent.parent != parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--feature_cache {value}: {parent} is a file, so no directory can be made below it")

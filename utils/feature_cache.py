@@ -18,9 +18,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from utils.atomic import load_torch, save_torch
+from utils.atomic import DamagedFile, load_checked, save_checked
+from utils.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2     # 2: files carry a content checksum
 
 
 def default_cache_dir() -> Path:
@@ -36,25 +37,41 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:40]
 
 
+#: cache directories found unwritable in this process (warned about once)
+_WARNED: set[Path] = set()
+
+
 class FeatureCache:
-    """Feature files under ``root/<kind>/<key>.pt``; ``root=None`` keeps nothing on disk."""
+    """Feature files under ``root/<kind>/<key>.pt``; ``root=None`` keeps nothing on disk.
+
+    Every file carries a digest of its tensors (``utils.atomic.save_checked``): a damaged, altered, wrong-shape
+    or incomplete file is recomputed with a warning, never used. A cache that cannot be written (read-only, full
+    disk) keeps the features in memory for this run, with one warning."""
 
     def __init__(self, root: str | Path | None):
         self.root = Path(root) if root is not None else None
         self.hits = self.misses = 0
+        self.writable = True
 
     def _path(self, kind: str, key: str) -> Path | None:
         return self.root / kind / f"{key}.pt" if self.root is not None else None
 
-    def load(self, kind: str, key: str) -> dict | None:
+    def load(self, kind: str, key: str, check: Callable[[dict], str | None] | None = None) -> dict | None:
+        """The blob stored under ``key``, or None (missing, damaged, or refused by ``check``, which returns what
+        is wrong with a blob, or None when it is fine)."""
         path = self._path(kind, key)
         if path is None or not path.is_file():
             self.misses += 1
             return None
         try:
-            blob = load_torch(path)
-        except Exception as exc:  # noqa: BLE001 - a damaged file is recomputed, never trusted
-            warnings.warn(f"ignoring unreadable cache file {path}: {exc}")
+            blob = load_checked(path, "cache file")
+            problem = check(blob) if check is not None else None
+        except (DamagedFile, OSError) as exc:
+            problem = str(exc)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:
+            warnings.warn(f"recomputing the features of cache file {path}: {problem}", stacklevel=2)
             self.misses += 1
             return None
         self.hits += 1
@@ -62,13 +79,29 @@ class FeatureCache:
 
     def save(self, kind: str, key: str, blob: dict) -> None:
         path = self._path(kind, key)
-        if path is None:
+        if path is None or not self.writable:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_torch(path, blob)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_checked(path, blob)
+        except (OSError, UserError) as exc:
+            self.writable = False
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if self.root not in _WARNED:        # once per directory and process, however many caches use it
+                _WARNED.add(self.root)
+                warnings.warn(f"feature cache {self.root} cannot be written ({reason}): features are kept in "
+                              f"memory for this run only (--feature_cache DIR elsewhere, or off)", stacklevel=2)
 
-    def get_or_compute(self, kind: str, key: str, compute: Callable[[], Tensor], meta: dict) -> Tensor:
-        blob = self.load(kind, key)
+    def get_or_compute(self, kind: str, key: str, compute: Callable[[], Tensor], meta: dict,
+                       shape: tuple[int | None, ...] | None = None) -> Tensor:
+        """The cached features of ``key``, else ``compute()`` (saved). ``shape`` (None = any size in that
+        dimension) is what a cached tensor must have to be used."""
+        def check(blob: dict) -> str | None:
+            features = blob["features"]
+            if not isinstance(features, Tensor):
+                return "no feature tensor"
+            return _shape_problem(features, shape)
+        blob = self.load(kind, key, check)
         if blob is not None:
             return blob["features"]
         features = compute()
@@ -76,12 +109,22 @@ class FeatureCache:
         return features
 
 
+def _shape_problem(features: Tensor, shape: tuple[int | None, ...] | None) -> str | None:
+    if shape is not None and (features.dim() != len(shape)
+                              or any(s is not None and s != n for s, n in zip(shape, features.shape))):
+        want = "x".join("*" if s is None else str(s) for s in shape)
+        return f"shape {tuple(features.shape)}, expected {want}"
+    if features.is_floating_point() and not torch.isfinite(features).all():
+        return "non-finite values"
+    return None
+
+
 class TextFeatureCache:
     """Text features per prompt string for one text encoder (weights + precision)."""
 
     def __init__(self, cache: FeatureCache, encoder_id: str):
         self.cache, self.key = cache, cache_key(kind="text", encoder=encoder_id)
-        blob = cache.load("text", self.key)
+        blob = cache.load("text", self.key, _check_text_blob)
         self.features: dict[str, Tensor] = {}
         if blob is not None:
             self.features = dict(zip(blob["prompts"], blob["features"]))
@@ -95,3 +138,12 @@ class TextFeatureCache:
             keys = list(self.features)
             self.cache.save("text", self.key, {"prompts": keys, "features": torch.stack([self.features[k] for k in keys])})
         return torch.stack([self.features[p] for p in prompts])
+
+
+def _check_text_blob(blob: dict) -> str | None:
+    prompts, features = blob["prompts"], blob["features"]
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts) or not isinstance(features, Tensor):
+        return "not a list of prompts and a feature tensor"
+    if features.dim() != 2 or features.shape[0] != len(prompts) or len(set(prompts)) != len(prompts):
+        return f"{len(prompts)} prompts for features of shape {tuple(features.shape)}"
+    return _shape_problem(features, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -85,21 +86,35 @@ def _scalar(kind: _Kind, value: Any, flag: str) -> Any:
         if base is str:
             return text
         try:
-            return base(text)
+            number = base(text)
         except ValueError:
             raise UserError(f"{flag}: expected {'an integer' if base is int else 'a number'}, "
                             f"got '{value}'") from None
+        return _finite(number, flag)
     if base is bool and isinstance(value, (bool, int)) and value in (0, 1):
         return bool(value)
     if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _finite(float(value), flag)
     if base is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _finite(value, flag)
     if base is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if base is str and isinstance(value, (str, int, float)):
         return str(value)
     raise UserError(f"{flag}: expected {base.__name__}, got {value!r}")
+
+
+_INT64 = 2 ** 63 - 1
+
+
+def _finite(number: Any, flag: str) -> Any:
+    """NaN and infinity pass every min/max comparison (or fail it confusingly) and are not JSON: refused; so are
+    integers that no tensor, seed or counter can hold (beyond 64 bits)."""
+    if isinstance(number, float) and not math.isfinite(number):
+        raise UserError(f"{flag}: expected a finite number, got {number}")
+    if isinstance(number, int) and not isinstance(number, bool) and abs(number) > _INT64:
+        raise UserError(f"{flag}: {number} is too large (at most {_INT64})")
+    return number
 
 
 def coerce(f: dataclasses.Field, value: Any, flag: str | None = None) -> Any:
@@ -303,3 +318,43 @@ def canonical_flags(argv: Sequence[str]) -> list[str]:
             arg = f"--{target or name.replace('-', '_')}{eq}{value}"
         out.append(arg)
     return out
+
+
+def check_repeated(argv: Sequence[str]) -> None:
+    """Refuse a flag given twice (``--seed 1 --seed 2``: argparse would keep the last one silently). ``argv`` is in
+    canonical spelling (:func:`canonical_flags`); everything after a bare ``--`` is left alone."""
+    seen: set[str] = set()
+    for arg in argv:
+        if arg == "--":
+            return
+        if arg.startswith("--") and len(arg) > 2 and not _is_number(arg):
+            name = arg[2:].partition("=")[0]
+            if name in seen:
+                raise UserError(f"--{name} is given more than once; give it once")
+            seen.add(name)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def unknown_flags_error(unknown: Sequence[str], valid: Iterable[str], owners: Mapping[str, Sequence[str]],
+                        what: str) -> UserError:
+    """One line for the first unknown flag of ``unknown`` (argparse's leftovers): the owners of a flag that belongs
+    to another method or dataset (``owners``: flag name -> their names), else the closest valid flag of ``valid``.
+    ``what`` says what the valid flags are the flags of (``model 'sgd' on seq-synth``)."""
+    import difflib
+    flags = [a for a in unknown if a.startswith("-") and not _is_number(a)]
+    if not flags:
+        return UserError(f"unexpected argument{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)} "
+                         f"(values follow the flag they belong to: --flag VALUE)")
+    name = flags[0].lstrip("-").partition("=")[0]
+    if name in owners:
+        return UserError(f"--{name} is an option of {', '.join(owners[name])}, not of {what}")
+    close = difflib.get_close_matches(name, sorted(set(valid)), n=1, cutoff=0.6)
+    hint = f"; did you mean --{close[0]}?" if close else " (see --help)"
+    return UserError(f"unknown flag {flags[0].partition('=')[0]} for {what}{hint}")

@@ -187,10 +187,58 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def load_run(path: Path) -> Run:
-    results = json.loads((path / RESULTS).read_text())
-    config_path = path / CONFIG
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    """The run in ``path``; ``ValueError`` naming what is wrong when its files are not what a run writes (a
+    truncated or hand-edited ``results.json``, a run that completed no task)."""
+    try:
+        results = json.loads((path / RESULTS).read_bytes().decode("utf-8"))
+        config_path = path / CONFIG
+        config = json.loads(config_path.read_bytes().decode("utf-8")) if config_path.is_file() else {}
+    except UnicodeDecodeError as err:
+        raise ValueError(f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    problem = _malformed(results, config)
+    if problem:
+        raise ValueError(problem)
     return Run(path, results, config)
+
+
+def _malformed(results: Any, config: Any) -> str | None:
+    """What makes ``results`` / ``config`` unusable by the reports, or None."""
+    if not isinstance(results, dict):
+        return f"{RESULTS} is not a JSON object"
+    if not isinstance(config, dict) or any(not isinstance(config.get(k, {}), dict)
+                                           for k in ("selection", "run", "method", "dataset", "backbone")):
+        return f"{CONFIG} is not a run configuration"
+    if not isinstance(config.get("argv", []), list):
+        return f"{CONFIG}: 'argv' is not a list"
+    for key in ("model", "dataset", "backbone", "status"):
+        if key in results and not isinstance(results[key], str):
+            return f"{RESULTS}: '{key}' is not a string"
+    if not isinstance(results.get("seed", 0), (int, type(None))) or isinstance(results.get("seed"), bool):
+        return f"{RESULTS}: 'seed' is not an integer"
+    if not isinstance(results.get("metrics", {}), dict):
+        return f"{RESULTS}: 'metrics' is not an object"
+    matrices = results.get("accuracy_matrix")
+    if not isinstance(matrices, dict):
+        return f"{RESULTS} has no accuracy_matrix (not a run's results)"
+    for which in ("class_il", "task_il"):
+        rows = matrices.get(which, [])
+        if not isinstance(rows, list) or any(not isinstance(r, list) for r in rows):
+            return f"{RESULTS}: accuracy_matrix.{which} is not a list of rows"
+        if rows and len({len(r) for r in rows}) != 1:
+            return f"{RESULTS}: accuracy_matrix.{which} has rows of different lengths"
+        if any(v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)) for r in rows for v in r):
+            return f"{RESULTS}: accuracy_matrix.{which} holds values that are not numbers"
+    if not matrices.get("class_il"):
+        return "no task completed (0 rows of results)"
+    calibration = results.get("calibration", {})
+    steps = calibration.get("steps", []) if isinstance(calibration, dict) else None
+    if not isinstance(steps, list) or any(
+            s is not None and (not isinstance(s, dict) or not all(isinstance(s.get(k), list) and len(s[k]) ==
+                                                                  len(s.get("counts") or [])
+                                                                  for k in ("counts", "accuracy", "confidence")))
+            for s in steps):
+        return f"{RESULTS}: calibration.steps is malformed"
+    return None
 
 
 def load_runs(paths: Iterable[str | os.PathLike], include_incomplete: bool = False) -> list[Run]:
@@ -208,10 +256,14 @@ def load_runs(paths: Iterable[str | os.PathLike], include_incomplete: bool = Fal
 def load_runs_for_cli(paths: Iterable[str | os.PathLike], include_incomplete: bool) -> list[Run] | None:
     """``load_runs`` for a command line: prints a one-line error and returns ``None`` when no run is usable."""
     try:
-        runs = load_runs(paths, include_incomplete=include_incomplete)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs = load_runs(paths, include_incomplete=include_incomplete)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None
+    for w in caught:                    # one line per skipped run, without the warning machinery's source line
+        print(f"note: {w.message}", file=sys.stderr)
     if not runs:
         print("error: no completed run found (a run is a directory with results.json; "
               "--include-incomplete counts unfinished ones)", file=sys.stderr)
@@ -272,3 +324,28 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return "[" + ",".join(map(str, value)) + "]"
     return str(value)
+
+
+def write_output(path: Path, text: str, flag: str) -> bool:
+    """Write a report's ``text`` to ``path`` atomically; on failure print one line naming ``flag`` and return False."""
+    from utils.atomic import write_text
+    from utils.errors import UserError
+    try:
+        if path.is_dir():
+            raise UserError(f"{path} is a directory")
+        write_text(path, text)
+    except UserError as err:
+        print(f"error: {flag}: {err}", file=sys.stderr)
+        return False
+    return True
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a directory of outputs (a file, or not writable), or None."""
+    from utils.atomic import check_output_dir
+    from utils.errors import UserError
+    try:
+        check_output_dir(str(path), "--out")
+    except UserError as err:
+        return str(err)
+    return None

@@ -34,7 +34,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def new_run_dir(results_path: str, dataset: str, model: str) -> Path:
     parent = Path(results_path) / dataset / model
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from utils.errors import UserError
+        raise UserError(f"--results_path {results_path}: cannot create {parent} ({exc.strerror or exc})") from None
     for _ in range(100):
         path = parent / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         try:
@@ -125,10 +129,14 @@ class RunRecorder:
     # ---- recording ------------------------------------------------------------------------
     def log(self, event: str, **fields: Any) -> None:
         line = json.dumps(_jsonable({"event": event, "time": time.time(), **fields}), allow_nan=False)
-        with open(self.dir / "log.jsonl", "a") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.dir / "log.jsonl", "a") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:          # a full or read-only disk: one line, not a traceback
+            from utils.atomic import OutputError
+            raise OutputError(f"cannot write {self.dir / 'log.jsonl'}: {exc.strerror or exc}") from None
 
     def add_row(self, class_il: dict[int, float], task_il: dict[int, float], seconds: float,
                 extra: dict[str, Any] | None = None) -> None:

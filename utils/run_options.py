@@ -11,7 +11,8 @@ from utils.options import option
 @dataclass
 class RunOptions:
     # --- experiment -------------------------------------------------------------------------
-    seed: int = option(0, "seed for every random choice: class order, data order, buffers, init", min=0)
+    seed: int = option(0, "seed for every random choice: class order, data order, buffers, init", min=0,
+                       max=2 ** 31 - 1)   # numpy's legacy seeds (1993 + --seed) take 32 bits
     class_order: str = option("native", "class order: 'native' (the dataset's), 'random' (permuted by --seed), "
                               "'seed1993' (the iCaRL/PyCIL order: numpy RandomState(1993)), 'seed1993_run' "
                               "(CLAP4CLIP's: RandomState(1993 + --seed), its run index; seed 0 = seed1993), 'zscl' "
@@ -80,7 +81,7 @@ class RunOptions:
     feature_cache: str = option("auto", "cache of frozen-encoder features: 'auto' ($TUSK_CACHE_DIR, else "
                                 "~/.cache/tusk), a directory, or 'off' (encode every batch, every epoch)")
     feature_views: int = option(0, "augmented views per training image to encode and cache; each step draws one "
-                                "(0 = the deterministic test transform only)", min=0)
+                                "(0 = the deterministic test transform only)", min=0, max=1000)
     precision: str = option("auto", "autocast precision: fp32, bf16, fp16 (with a grad scaler) or auto "
                             "(bf16 on GPUs that support it, fp32 on CPU)", choices=("auto", "fp32", "bf16", "fp16"))
 

@@ -18,33 +18,40 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from utils.atomic import load_torch, save_torch
+from utils.atomic import load_checked, save_checked
+from utils.errors import UserError
 from utils.eval_modes import IntervalMetrics, export_task_model
 from utils.evaluate import StepEvaluation, evaluate_step
 from utils.precision import autocast
 from utils.results import RunRecorder
 from utils.seeding import rng_state, set_rng_state
+from utils import signals
+from utils.signals import Interrupted  # noqa: F401 - re-exported: the loop raises it
 
 CHECKPOINT = "checkpoint.pt"
 INTERRUPTED = "interrupted.pt"
 DEBUG_BATCHES = 5
 
 
-class Interrupted(Exception):
-    """Raised inside the loop when SIGINT/SIGTERM arrived; carries the signal number."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 class TrainingDiverged(Exception):
     """The loss became NaN or infinite."""
 
 
+class _Pending(dict):
+    """``stop["signum"]`` of :func:`_stop_on_signals` when ``utils.signals`` handles the signals (``main.py``)."""
+
+    def __getitem__(self, key):
+        return signals.pending() if key == "signum" else super().__getitem__(key)
+
+
 @contextmanager
 def _stop_on_signals() -> Iterator[dict]:
-    """Record SIGINT/SIGTERM instead of dying mid-write; the loop stops at the next batch."""
+    """Record SIGINT/SIGTERM instead of dying mid-write; the loop stops at the next batch. Under
+    ``utils.signals.handled()`` (every ``main.py`` command) its handlers are used instead, which also stop
+    every other phase."""
+    if signals.installed():
+        yield _Pending()
+        return
     flag: dict = {"signum": None}
 
     def handler(signum, _frame):
@@ -79,20 +86,37 @@ class TaskLoop:
         return self.recorder.dir / CHECKPOINT
 
     def save_checkpoint(self, path: Path, completed_tasks: int, **extra) -> None:
-        save_torch(path, {"format": 1, "completed_tasks": completed_tasks,
+        save_checked(path, {"format": 2, "completed_tasks": completed_tasks, "run": self._identity(),
                           "model": self.model.checkpoint_state(), "rng": rng_state(),
                           "data_generator": self.data_generator.get_state(),
                           "results": self.recorder.state(), **extra})
 
     def restore(self) -> int:
         """Load the last completed task's checkpoint; returns the task to continue with."""
-        state = load_torch(self.checkpoint_path(), map_location=self.model.device)
-        self.model.load_checkpoint_state(state["model"])
-        set_rng_state(state["rng"])
-        self.data_generator.set_state(state["data_generator"].cpu())
-        self.recorder.load_state(state["results"])
-        self.start_task = int(state["completed_tasks"])
+        path = self.checkpoint_path()
+        state = load_checked(path, "--resume: the checkpoint", map_location=self.model.device)
+        if state.get("run") != self._identity():
+            raise UserError(f"--resume: the checkpoint {path} is from another run ({state.get('run')}; this run is "
+                            f"{self._identity()})")
+        try:
+            self.model.load_checkpoint_state(state["model"])
+            set_rng_state(state["rng"])
+            self.data_generator.set_state(state["data_generator"].cpu())
+            self.recorder.load_state(state["results"])
+            self.start_task = int(state["completed_tasks"])
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"--resume: the checkpoint {path} does not fit this run's model and data "
+                            f"({type(exc).__name__}: {first})") from None
+        if not 0 <= self.start_task <= self.dataset.N_TASKS or len(self.recorder.class_il) != self.start_task:
+            raise UserError(f"--resume: the checkpoint {path} is inconsistent ({self.start_task} tasks completed, "
+                            f"{len(self.recorder.class_il)} rows of results, {self.dataset.N_TASKS} tasks)")
         return self.start_task
+
+    def _identity(self) -> dict:
+        """What a checkpoint must have been written by to be resumed here."""
+        return {"model": self.model.NAME, "dataset": self.dataset.NAME, "seed": int(self.args.seed),
+                "n_tasks": int(self.dataset.N_TASKS)}
 
     # ---- the loop ---------------------------------------------------------------------------
     def test_data(self, task: int):
@@ -110,12 +134,13 @@ class TaskLoop:
                 self.train_task(task, stop)
                 evaluation = self.evaluate_after(task)
                 class_il, task_il = evaluation.class_il, evaluation.task_il
-                self.recorder.add_row(class_il, task_il, time.perf_counter() - started, evaluation.extras())
-                if self.save_models:          # before the checkpoint: a completed task always has its file
-                    export_task_model(self.model, self.recorder.dir, task)
-                if self.checkpoint:
-                    self.save_checkpoint(self.checkpoint_path(), task + 1)
-                self.recorder.publish_row()
+                with signals.deferred():        # the row, its checkpoint and its publication: all or nothing
+                    self.recorder.add_row(class_il, task_il, time.perf_counter() - started, evaluation.extras())
+                    if self.save_models:          # before the checkpoint: a completed task always has its file
+                        export_task_model(self.model, self.recorder.dir, task)
+                    if self.checkpoint:
+                        self.save_checkpoint(self.checkpoint_path(), task + 1)
+                    self.recorder.publish_row()
                 if not self.args.quiet:
                     seen = [class_il[k] for k in range(task + 1)]
                     seen_t = [task_il[k] for k in range(task + 1)]
@@ -166,8 +191,8 @@ class TaskLoop:
                 if batch["labels"].shape[0] < 2 and step > 0:  # a lone last item breaks BatchNorm
                     continue
                 batch = {k: v.to(model.device, non_blocking=True) for k, v in batch.items()}
-                with autocast(model.precision, model.device):
-                    loss = model.meta_observe(batch, epoch)
+                with signals.deferred(), autocast(model.precision, model.device):
+                    loss = model.meta_observe(batch, epoch)        # a signal waits for the step to end
                 if not math.isfinite(loss):
                     bar.close()
                     raise TrainingDiverged(f"the loss became {loss} at task {task + 1}, epoch {epoch + 1}, "

@@ -218,21 +218,42 @@ class ContinualDataset:
     def _class_order_from_file(self, path: str, native: list[str]) -> np.ndarray:
         if not os.path.isfile(path):
             raise UserError(f"--class_order: '{path}' is not 'native', 'random' or an existing file")
-        entries = [line.strip() for line in Path(path).read_text().splitlines()
-                   if line.strip() and not line.lstrip().startswith("#")]
+        raw = Path(path).read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise UserError(f"--class_order: {path} is not a UTF-8 text file (byte {exc.start}, line {line}, "
+                            f"is not text): list one class index or name per line") from None
+        if "\x00" in text:
+            raise UserError(f"--class_order: {path} holds binary data (NUL bytes, line "
+                            f"{text[:text.index(chr(0))].count(chr(10)) + 1}): list one class index or name per line")
         lookup = {name: i for i, name in enumerate(native)}
-        order = []
-        for e in entries:
+        order, where = [], {}
+        for number, line in enumerate(text.splitlines(), 1):
+            e = line.strip()
+            if not e or e.startswith("#"):
+                continue
             if e.lstrip("-").isdigit():
-                order.append(int(e))
+                k = int(e)
+                if not 0 <= k < self.n_classes:
+                    raise UserError(f"--class_order: line {number} of {path}: class index {e} is out of range "
+                                    f"(0-{self.n_classes - 1} for {self.NAME})")
             elif e in lookup:
-                order.append(lookup[e])
+                k = lookup[e]
             else:
-                raise UserError(f"--class_order: '{e}' in {path} is neither a class index nor a class name "
-                                f"of {self.NAME}")
-        if sorted(order) != list(range(self.n_classes)):
+                raise UserError(f"--class_order: line {number} of {path}: '{e[:80]}' is neither a class index nor "
+                                f"a class name of {self.NAME}")
+            if k in where:
+                raise UserError(f"--class_order: line {number} of {path}: class {k} ({native[k]}) is listed again "
+                                f"(first on line {where[k]})")
+            where[k] = number
+            order.append(k)
+        if len(order) != self.n_classes:
+            missing = [k for k in range(self.n_classes) if k not in where]
             raise UserError(f"--class_order: {path} must list each of the {self.n_classes} classes of "
-                            f"{self.NAME} exactly once (got {len(order)} entries)")
+                            f"{self.NAME} exactly once (got {len(order)} entries; missing: "
+                            f"{', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''})")
         order_arr = np.asarray(order)
         if self.PERMUTE_WITHIN_TASKS:
             for lo, hi in zip(self._offsets[:-1], self._offsets[1:]):

@@ -152,11 +152,32 @@ def _extract_into(archive: Path, dest: Path) -> None:
                 for member in tf.getmembers():
                     if not _inside(root, member.name):
                         raise UserError(f"{archive}: refusing to extract '{member.name}', which is outside {dest}")
+                    kind = _refused_kind(member)
+                    if kind:
+                        raise UserError(f"{archive}: refusing to extract '{member.name}', which is a {kind} "
+                                        f"(datasets hold regular files and folders only)")
                 tf.extractall(dest, filter="data")
         else:
             raise UserError(f"{archive} is not a tar or zip archive (corrupt or incomplete?); delete it and retry")
+    except tarfile.FilterError as exc:    # what the "data" filter refuses (absolute or escaping names, modes)
+        raise UserError(f"{archive}: refusing to extract it: {exc}") from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError(f"{archive} is corrupt ({type(exc).__name__}: {exc}); delete it and download it again") from None
+
+
+def _refused_kind(member: tarfile.TarInfo) -> str | None:
+    """What a tar member is when it is not something a dataset archive may unpack (links can point anywhere)."""
+    if member.issym():
+        return f"symbolic link (to '{member.linkname}')"
+    if member.islnk():
+        return f"hard link (to '{member.linkname}')"
+    if member.ischr() or member.isblk():
+        return "device file"
+    if member.isfifo():
+        return "named pipe"
+    if not (member.isfile() or member.isdir()):
+        return "special file"
+    return None
 
 
 def require_files(root: Path, paths: Iterable[str], dataset: str, how: str) -> None:

@@ -69,6 +69,19 @@ class EncodedView(DatasetView):
             raise UserError(f"--feature_views {views}: {dataset.NAME} has no batched train augmentation to make "
                             f"augmented views with (file-backed datasets augment per image); use --feature_views 0")
         self._features: dict[str, torch.Tensor] = {}
+        if views:
+            self._check_views_fit()
+
+    def _check_views_fit(self) -> None:
+        """Refuse a --feature_views whose features would not fit in memory (or, cached, on disk) before encoding."""
+        from utils.resources import check_disk, check_memory
+        n = len(self.dataset.split_labels("train"))
+        dim = int(getattr(self.encoder, "embed_dim", 0) or 1)
+        nbytes = n * (1 + self.views) * dim * 4
+        what = f"{1 + self.views} views of {n} training images ({dim} float32 each)"
+        check_memory(nbytes, "--feature_views", what)
+        if self.cache.root is not None:
+            check_disk(nbytes, "--feature_views", what, self.cache.root)
 
     def normalize(self, x):
         return x
@@ -88,7 +101,9 @@ class EncodedView(DatasetView):
             key = self.key(split)
             meta = {"encoder": self.encoder.name, "weights": self.encoder.weights_id, "split": split,
                     "dataset": self.dataset.describe(), "precision": self.precision}
-            self._features[split] = self.cache.get_or_compute("image", key, lambda: self._encode(split), meta)
+            n_views = 1 + (self.views if split == "train" else 0)
+            self._features[split] = self.cache.get_or_compute("image", key, lambda: self._encode(split), meta,
+                                                              shape=(len(labels), n_views, None))
         return self._features[split].to(self.device), labels
 
     @torch.no_grad()
