@@ -65,6 +65,7 @@ from models.utils.cgil_generators import (GENERATORS, KINDS, REPARAM, GaussianGe
 from models.utils.cgil_prompts import MLP_BN, CgilPrompts
 from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
 from utils.options import option
+from utils.precision import autocast
 
 
 @dataclass
@@ -142,15 +143,25 @@ class Cgil(ClipModel):
 
     # ---- end of task: fit, align, keep the decoders ------------------------------------------------------------
     def end_task(self, dataset):
-        data = dataset.task_data(self.current_task, "train")
-        feats, labels = data.images[:, 0].float(), data.labels
+        feats, labels = self.task_embeddings(dataset)
         lo, hi = self.dataset.get_offsets(self.current_task)
-        per_class = [feats[labels.to(feats.device) == c] for c in range(lo, hi)]
+        per_class = [feats[labels == c] for c in range(lo, hi)]
         t0 = time.perf_counter()
         self.generators.append(self.fit_generators(per_class, list(range(lo, hi))).to(self.device))
         self.fit_seconds.append(time.perf_counter() - t0)
         self.align(hi)
         self._keys = None
+
+    @torch.no_grad()
+    def task_embeddings(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen image embeddings (not normalised) of the task's training images, un-augmented: cached features
+        pass through, images (``--feature_cache off``) go through the encoder."""
+        feats, labels = [], []
+        for batch in dataset.task_data(self.current_task, "train").batches(self.args.eval_batch_size):
+            with autocast(self.precision, self.device):
+                feats.append(self.image_features(batch["inputs"].to(self.device)).float())
+            labels.append(batch["labels"].to(self.device))
+        return torch.cat(feats), torch.cat(labels)
 
     def fit_generators(self, per_class, labels):
         o = self.opts
