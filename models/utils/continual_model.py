@@ -106,7 +106,8 @@ def _check_contract(cls: type) -> None:
             continue
         if any(hasattr(base, name) for base in cls.__mro__[1:]):
             continue                                         # overrides something that exists: not a typo
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        close = [k for k in difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.8)
+                 if abs(len(k) - len(name)) <= 2]                  # a typo, not a longer helper name
         if close:
             warnings.warn(f"{where}.{name} is not a hook, so the loop never calls it: did you mean {close[0]}? "
                           f"(rename it, or start its name with _ if it is a helper)", MethodContractWarning,
