@@ -17,13 +17,8 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Two cores: keep torch from oversubscribing them when pytest and a child process both run; under pytest-xdist
-# (`make test` runs `-n 2`) each worker, and every main.py it starts, gets its share of the cores.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-_THREADS = max(1, min(2, os.cpu_count() or 1) // _WORKERS) if _WORKERS > 1 else min(2, os.cpu_count() or 1)
-torch.set_num_threads(_THREADS)
-if _WORKERS > 1:
-    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+# Two cores: keep torch from oversubscribing them when pytest and a child process both run.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # The network guard (tests/netguard/sitecustomize.py): installed here, and in every Python process a test starts.
 NETGUARD = Path(__file__).resolve().parent / "netguard"
