@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import traceback
@@ -85,6 +86,19 @@ def _run_main_in_process(args: list[str]) -> subprocess.CompletedProcess:
         set_rng_state(state)
         torch.set_num_threads(threads)
     return subprocess.CompletedProcess(["main.py", *args], code, out.getvalue(), err.getvalue())
+
+
+def keep_checkpoint_after(loop, task: int, directory: Path) -> None:
+    """Make ``loop`` also copy the checkpoint it writes after ``task`` tasks into ``directory`` (to resume from a
+    task's end later)."""
+    save = loop.save_checkpoint
+
+    def save_and_keep(path, completed_tasks, **extra):
+        save(path, completed_tasks, **extra)
+        if completed_tasks == task:
+            directory.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, directory / path.name)
+    loop.save_checkpoint = save_and_keep
 
 
 def only_run_dir(results: Path) -> Path:

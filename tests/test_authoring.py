@@ -3,14 +3,13 @@ import argparse
 import collections
 import json
 import re
-import shutil
 from dataclasses import dataclass
 
 import pytest
 import torch
 
 import main as tusk_main
-from conftest import REPO
+from conftest import REPO, keep_checkpoint_after
 from models import list_models
 from models.sgd import Sgd
 from models.utils.continual_model import ContinualModel, MethodContractWarning
@@ -174,14 +173,7 @@ def _loop(cls, run_dir, stop_after, resume=False, keep_after=None):
     model = cls(Sgd.create_backbone("small-cnn", dataset, cfg.net), dataset, cfg.run, cfg.method, "cpu")
     loop = TaskLoop(model, dataset, RunRecorder(run_dir, dataset.N_TASKS, {}))
     if keep_after is not None:
-        save = loop.save_checkpoint
-
-        def save_and_keep(path, completed_tasks, **extra):
-            save(path, completed_tasks, **extra)
-            if completed_tasks == keep_after[0]:
-                keep_after[1].mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, keep_after[1] / path.name)
-        loop.save_checkpoint = save_and_keep
+        keep_checkpoint_after(loop, *keep_after)
     if resume:
         loop.restore()
     loop.run()

@@ -1,13 +1,12 @@
 """The README's worked examples of method authoring: online EWC (``ewc_on``) and GDumb (``gdumb``)."""
 import collections
-import shutil
 import signal
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import train_steps
+from conftest import keep_checkpoint_after, train_steps
 from models import get_model_class
 from utils.config import parse_config
 from utils.experiment import build
@@ -29,14 +28,7 @@ def loop(model_name, run_dir, *argv, stop_after=3, resume=False, checkpoint=True
     run_dir.mkdir(parents=True, exist_ok=True)
     lp = TaskLoop(model, dataset, RunRecorder(run_dir, dataset.N_TASKS, {}), checkpoint=checkpoint)
     if keep_after is not None:
-        save = lp.save_checkpoint
-
-        def save_and_keep(path, completed_tasks, **extra):
-            save(path, completed_tasks, **extra)
-            if completed_tasks == keep_after[0]:
-                keep_after[1].mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, keep_after[1] / path.name)
-        lp.save_checkpoint = save_and_keep
+        keep_checkpoint_after(lp, *keep_after)
     if resume:
         lp.restore()
     lp.run()

@@ -259,10 +259,7 @@ def test_resume_with_weight_space_options_is_identical(tmp_path):
     full = run(tmp_path / "full", "--stop_after", "2", *argv)
     run(tmp_path / "part", "--stop_after", "1", *argv)
     run_dir = only_run_dir(tmp_path / "part")
-    config = json.loads((run_dir / "config.json").read_text())
-    config["run"]["stop_after"] = 2
-    (run_dir / "config.json").write_text(json.dumps(config))
-    resume, resume_dir = parse_config(["--resume", str(run_dir), "--quiet", "1"])
+    resume, resume_dir = parse_config(["--resume", str(run_dir), "--stop_after", "2", "--quiet", "1"])
     run_experiment(resume, resume_dir)
     resumed = load_torch(run_dir / "checkpoint.pt", map_location="cpu")["model"]["model"]
     assert all(torch.equal(resumed[n], full[n]) for n in full)
