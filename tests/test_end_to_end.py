@@ -144,17 +144,22 @@ def test_runs_never_share_a_directory(tmp_path):
 
 
 def test_baselines_against_finetuning(tmp_path):
-    """3 epochs per task (measured, seed 1: last accuracy SGD 8.0, joint 74.3, LwF 8.6, iCaRL 15.15; forgetting
-    SGD 73.1, LwF 71.0, iCaRL 18.2; with 2 epochs iCaRL ends at 14.3). iCaRL's 200 exemplars are 2 per class at
-    the end, too few for classes drawn in eight domains to lift its last accuracy much, but it forgets far less."""
-    small = [("3" if prev == "--n_epochs" else a) for prev, a in zip([None, *SMALL], SMALL)]
-    last, forget = {}, {}
+    """The first 4 of the 10 tasks, 3 epochs each (measured, seed 1, class-IL last accuracy: SGD 19.88, joint
+    53.88, LwF 19.25, iCaRL 30.50; class-IL forgetting SGD 71.3, iCaRL 24.8; task-IL forgetting SGD 27.3, LwF
+    5.8). LwF's known effect is in task-IL: its class-IL forgetting is within a point of SGD's (70.3), as in
+    mammoth's tables, so that is not asserted. Four tasks instead of ten: joint's cost grows with the tasks
+    seen (10 task-units here against 55), and every ordering below already holds at the fourth task."""
+    small = [("3" if prev == "--n_epochs" else a) for prev, a in zip([None, *SMALL], SMALL)] + ["--stop_after", "4"]
+    last, forget, forget_til = {}, {}, {}
     for model, extra in (("sgd", []), ("joint", []), ("lwf", []), ("icarl", ["--buffer_size", "200"])):
         out = run_main(["--model", model, *small, *extra], tmp_path / model)
         assert out.returncode == 0, out.stderr
         res = load_results(only_run_dir(tmp_path / model / "results"))
-        last[model], forget[model] = res["metrics"]["last_accuracy"], res["metrics"]["forgetting"]
+        assert res["tasks_completed"] == 4
+        metrics = res["metrics"]
+        last[model], forget[model] = metrics["class_il"]["last_accuracy"], metrics["class_il"]["forgetting"]
+        forget_til[model] = metrics["task_il"]["forgetting"]
     assert last["joint"] > last["sgd"] + 20, last
-    assert last["icarl"] > last["sgd"] + 2, last
-    assert forget["lwf"] < forget["sgd"], forget
+    assert last["icarl"] > last["sgd"] + 5, last
+    assert forget_til["lwf"] < forget_til["sgd"] / 2, forget_til
     assert forget["icarl"] < forget["sgd"] / 2, forget
