@@ -82,6 +82,10 @@ def test_objectnet_mapped_classes_names_groups_and_border(root, tmp_path):
     assert [decode(images.image(i)) for i in range(len(images))] == [OBJECTNET[folders[y]][1][0] for y in labels]
     with pytest.raises(UserError, match=r"objectnet-1.0/images' is missing.*objectnet.dev/download"):
         build("objectnet", tmp_path)
+    from datasets.reference import create_reference_images            # --ref_dataset objectnet: cropped images
+    ref = create_reference_images("objectnet", root, n=4, seed=1)
+    assert len(ref) == 4 and ref.images.image(0).size == (8, 8) and ref.describe()["fingerprint"] != \
+        create_reference_images("objectnet", root, n=4, seed=2).describe()["fingerprint"]
 
 
 def test_vid_robust_and_ytbb_pmk(root):
