@@ -236,11 +236,40 @@ def _cc_images(data_path: Path, n: int | None, seed: int) -> tuple[ImageSource, 
     return images, {"seed": _subset_seed(n, seed), "fingerprint": _fingerprint(relative)}
 
 
+def _shift_set(source_name: str, split: str = "test"):
+    """Reference images from a distribution-shift source (``datasets/sources``): its test images (ObjectNet's
+    cropped, WILDS' through wilds), all of them or ``n`` drawn without replacement (seeded). Nothing is downloaded
+    and counts are not enforced (reference images need no labels)."""
+    def build(data_path: Path, n: int | None, seed: int) -> tuple[ImageSource, dict]:
+        import warnings
+        from datasets.sources import get_source
+        from datasets.utils.image_source import SubsetImages
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            images, _ = get_source(source_name)(data_path, download=False, verify_data=False).load_split(split)
+        keep = _sample(list(range(len(images))), n, seed, source_name)
+        names = getattr(images, "paths", None)
+        content = ["/".join(Path(names[i]).parts[-2:]) for i in keep] if names else [str(i) for i in keep]
+        return SubsetImages(images, keep), {"source": source_name, "split": split, "seed": _subset_seed(n, seed),
+                                            "fingerprint": _fingerprint(content)}
+    return build
+
+
 #: Reference image sets by name: ``builder(data_path, n, seed) -> (images, description)``.
 REFERENCE_IMAGES: dict[str, Callable[[Path, int | None, int], tuple[Tensor | ImageSource, dict]]] = {
     "synth-pretrain": _synth_pretrain,
     "imagenet": _imagenet,
     "conceptual_captions": _cc_images,
+    # the distribution-shift sets (datasets/distribution_shifts.py), their test images
+    "imagenet-a": _shift_set("imagenet_a"),
+    "imagenet-r": _shift_set("imagenet_r_test"),
+    "imagenet-sketch": _shift_set("imagenet_sketch"),
+    "imagenet-v2": _shift_set("imagenet_v2"),
+    "objectnet": _shift_set("objectnet"),
+    "ytbb-robust": _shift_set("ytbb_robust"),
+    "imagenet-vid-robust": _shift_set("imagenet_vid_robust"),
+    "fmow": _shift_set("fmow", "train"),
+    "iwildcam": _shift_set("iwildcam", "train"),
 }
 
 

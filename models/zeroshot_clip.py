@@ -18,6 +18,7 @@ from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
 class ZeroshotClip(ClipModel):
     NAME = "zeroshot-clip"
     DEFAULTS = {"backbone": "micro-clip", "n_epochs": 0}
+    SCORES_OTHER_DATASETS = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

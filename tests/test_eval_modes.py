@@ -266,7 +266,6 @@ def bad_inputs(tmp_path, png):
 
 @pytest.mark.parametrize("case, expected", [
     ("missing_load", "--load: no such model file"),
-    ("single_without_load", "pass --load FILE"),
     ("single_without_eval_only", "--eval_single is an evaluation-only flag"),
     ("class_names_without_single", "--eval_single IMAGE and --class_names FILE go together"),
     ("empty_class_names", "no class names"),
@@ -287,7 +286,6 @@ def test_bad_input_is_one_line_and_exit_2(case, expected, bad_inputs, capsys):
     load, single = ["--load", str(WEIGHTS_PATH)], ["--eval_single", b.image, "--class_names", b.names]
     argv = {
         "missing_load": ["--eval_only", "--load", str(b.dir / "nosuch.pt"), *single],
-        "single_without_load": ["--eval_only", *single],
         "single_without_eval_only": [*load, *single],
         "class_names_without_single": ["--eval_only", *load, "--class_names", b.names],
         "empty_class_names": ["--eval_only", *load, "--eval_single", b.image, "--class_names", str(b.dir / "empty.txt")],

@@ -131,7 +131,8 @@ def parse_config(argv: Sequence[str]) -> tuple[Config | EvalConfig, str | None]:
         return _resume_config(first.resume, argv), first.resume
     if _eval_only(argv):
         return _eval_config(first, argv, original), None
-    given = next((n for n in _EVAL_FLAGS for a in argv if a == f"--{n}" or a.startswith(f"--{n}=")), None)
+    given = next((n for n in _EVAL_FLAGS if n != "eval_datasets"
+                  for a in argv if a == f"--{n}" or a.startswith(f"--{n}=")), None)
     if given:
         raise UserError(f"--{given} is an evaluation-only flag: add --eval_only 1 --load FILE "
                         f"(during training, --eval_interval N evaluates the current task)")
@@ -179,6 +180,8 @@ def parse_config(argv: Sequence[str]) -> tuple[Config | EvalConfig, str | None]:
     config = Config(model=model_cls.NAME, dataset=dataset_cls.NAME, backbone=backbone, model_config=model_config,
                     run=resolved[0], method=resolved[1], data=resolved[2], net=resolved[3],
                     sources=sources, argv=original)
+    from utils.eval_datasets import check_eval_datasets
+    check_eval_datasets(model_cls, config.run.eval_datasets)     # extra columns after each task, never trained
     return config, None
 
 
@@ -254,10 +257,7 @@ def _eval_config(first: argparse.Namespace, argv: list[str], original: list[str]
 
 def _check_eval_flags(config: EvalConfig, model_cls) -> None:
     run = config.run
-    if run.load is None:
-        raise UserError("--eval_only evaluates a model file: pass --load FILE (a --save_models export, or an "
-                        "open_clip or OpenAI checkpoint)")
-    if not Path(run.load).is_file():
+    if run.load is not None and not Path(run.load).is_file():
         raise UserError(f"--load: no such model file '{run.load}'")
     for name in ("save_models", "eval_interval"):
         if getattr(run, name):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from utils.atomic import save_torch, write_json, write_text
 from utils.checksum import file_sha256
 from utils.errors import UserError, unknown_name_error
+from utils.eval_datasets import score_dataset
 from utils.evaluate import TOP_K, evaluate_step
 from utils.model_files import export_name, exported_state
 from utils.precision import autocast
@@ -49,8 +50,12 @@ def resolve_eval_dataset(name: str) -> tuple[type, list[str] | None, str]:
         cls = get_dataset_class(name)
         return cls, None, cls.NAME
     members = []
+    bare = normalise(name).replace("-", "")
     for benchmark in benchmarks:
         cls = get_dataset_class(benchmark)
+        # the MTIL framework's spellings of the distribution-shift sets: ImageNetA, ImageNetSketch, YTBB, ...
+        if bare in {normalise(a).replace("-", "") for a in (cls.NAME, *getattr(cls, "ALIASES", ()))}:
+            return cls, None, cls.NAME
         for display, task in getattr(cls, "MEMBERS", {}).items():
             if normalise(name) in (normalise(display), normalise(task)):
                 return cls, [task], display
@@ -124,7 +129,8 @@ def run_eval_only(config) -> Path:
     log = RunRecorder(run_dir, 0, {}).log               # log.jsonl, as a training run's
     log("start", argv=config.argv, mode="eval_only")
     results: dict[str, Any] = {"mode": "eval_only", "model": config.model, "backbone": config.backbone,
-                               "load": str(run.load), "load_sha256": file_sha256(run.load), "seed": run.seed,
+                               "load": None if run.load is None else str(run.load),
+                               "load_sha256": None if run.load is None else file_sha256(run.load), "seed": run.seed,
                                "environment": environment(), "status": "running", "datasets": {},
                                "layout": "top1/top5 in percent on each dataset's test set: over a task's own classes "
                                          "on task-IL sequences (the dataset's value: the mean over its tasks), over "
@@ -142,24 +148,32 @@ def run_eval_only(config) -> Path:
         n = dataset.N_TASKS
         test = {k: view.task_data(k, "test").to(device) for k in range(n)}
         with autocast(model.precision, device):
-            evaluation = evaluate_step(model, view, test, n - 1, list(range(n)), run.eval_batch_size,
-                                       quiet=run.quiet, max_batches=3 if run.debug_mode else None)
-        entry = _dataset_entry(dataset, evaluation, label)
+            if hasattr(dataset, "eval_metrics"):    # the sets with their own metrics and logit projections
+                model.eval()
+                entry = score_dataset(lambda x: model(x.to(device)), view, test, run.eval_batch_size, label,
+                                      max_batches=3 if run.debug_mode else None)
+            else:
+                evaluation = evaluate_step(model, view, test, n - 1, list(range(n)), run.eval_batch_size,
+                                           quiet=run.quiet, max_batches=3 if run.debug_mode else None)
+                entry = _dataset_entry(dataset, evaluation, label)
         results["datasets"][label] = entry
         rows.append((label, entry["top1"], entry["top5"]))
         if n > 1:
             rows.extend((f"{label}/{t}", v["top1"], v["top5"]) for t, v in entry["tasks"].items())
         write_json(run_dir / "results.json", results)
-        log("dataset", name=label, top1=entry["top1"], top5=entry["top5"])
+        log("dataset", name=label, top1=entry["top1"], top5=entry["top5"],
+            **{k: v for k, v in entry.items() if k not in ("setting", "n_classes", "top1", "top5", "tasks")})
     results["status"] = "evaluated"
     write_json(run_dir / "results.json", results)
     _write_csv(run_dir / CSV_NAME, rows)
     log("end", status=results["status"])
-    if not run.quiet:
-        print(f"{'dataset':<24} {'top1':>7} {'top5':>7}")
-        for label, top1, top5 in rows:
-            print(f"{label:<24} {top1:7.2f} {'-' if top5 is None else f'{top5:.2f}':>7}")
-        print(f"results: {run_dir / 'results.json'}")
+    print(f"{'dataset':<24} {'top1':>7} {'top5':>7}  other metrics")      # also with --quiet: the run's result
+    for label, top1, top5 in rows:
+        entry = results["datasets"].get(label, {})
+        other = "  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()
+                          if k not in ("setting", "n_classes", "top1", "top5", "tasks"))
+        print(f"{label:<24} {top1:7.2f} {'-' if top5 is None else f'{top5:.2f}':>7}  {other}".rstrip())
+    print(f"results: {run_dir / 'results.json'}")
     return run_dir
 
 

@@ -107,12 +107,16 @@ class RunRecorder:
         self.calibration: list[dict[str, Any] | None] = []
         self.novelty: list[dict[str, Any] | None] = []
         self.reference: dict[str, list[float | None]] | None = None   # zero-shot accuracies, --eval_future
+        #: --eval_datasets: per row, {dataset: its entry (top1, top5, n_test, its own metrics)}; and before training
+        self.eval_datasets: list[dict[str, Any] | None] = []
+        self.eval_datasets_zero_shot: dict[str, Any] | None = None
 
     # ---- state for checkpoints --------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"class_il": self.class_il, "task_il": self.task_il, "task_seconds": self.task_seconds,
                 "test_sizes": self.test_sizes, "top5": self.top5, "calibration": self.calibration,
-                "novelty": self.novelty, "reference": self.reference}
+                "novelty": self.novelty, "reference": self.reference, "eval_datasets": self.eval_datasets,
+                "eval_datasets_zero_shot": self.eval_datasets_zero_shot}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.class_il = [list(r) for r in state["class_il"]]
@@ -125,6 +129,8 @@ class RunRecorder:
         self.calibration = list(state.get("calibration", [None] * rows))
         self.novelty = list(state.get("novelty", [None] * rows))
         self.reference = state.get("reference")
+        self.eval_datasets = list(state.get("eval_datasets", [None] * rows))
+        self.eval_datasets_zero_shot = state.get("eval_datasets_zero_shot")
 
     # ---- recording ------------------------------------------------------------------------
     def log(self, event: str, **fields: Any) -> None:
@@ -156,6 +162,7 @@ class RunRecorder:
             self.top5[which].append([top5.get(which, {}).get(k) for k in range(self.n_tasks)])
         self.calibration.append(extra.get("calibration"))
         self.novelty.append(extra.get("novelty"))
+        self.eval_datasets.append(extra.get("eval_datasets"))
 
     def set_reference(self, class_il: dict[int, float], task_il: dict[int, float]) -> None:
         """The zero-shot accuracies before any training, the reference of forward transfer."""
@@ -211,12 +218,44 @@ class RunRecorder:
         if eces:
             out["ece"] = self.calibration[-1]["ece"] if self.calibration[-1] is not None else None
             out["ece_avg"] = float(np.nanmean(np.array(eces, dtype=float)))
+        columns = self._eval_dataset_metrics()
+        if columns:
+            out["eval_datasets"] = columns
         steps = [n for n in self.novelty if n is not None]
         if steps:       # mean over the steps that had future tasks
             out["novelty"] = {score: {key: float(np.nanmean([s[score][key] for s in steps]))
                                       for key in ("auroc", "aupr", "fpr95")}
                               for score in steps[0] if isinstance(steps[0][score], dict)}
         return out
+
+    def _eval_dataset_metrics(self) -> dict[str, Any]:
+        """``metrics.eval_datasets.<dataset>``: each number of the entry after the last task (``top1``, ``pm10``,
+        ...), ``<name>_avg`` its mean over the tasks, and ``<name>_zero_shot`` before training."""
+        rows = [r for r in self.eval_datasets if r]
+        if not rows:
+            return {}
+        out: dict[str, Any] = {}
+        for label in rows[-1]:
+            numbers = [k for k, v in rows[-1][label].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and k not in ("n_classes", "n_test", "n_anchors")]
+            entry = {k: rows[-1][label][k] for k in numbers}
+            for k in numbers:
+                values = [r[label][k] for r in rows if label in r and r[label].get(k) is not None]
+                entry[f"{k}_avg"] = float(np.mean(values)) if values else None
+                zero = (self.eval_datasets_zero_shot or {}).get(label, {}).get(k)
+                if zero is not None:
+                    entry[f"{k}_zero_shot"] = zero
+            out[label] = entry
+        return out
+
+    def _eval_datasets_record(self) -> dict[str, Any]:
+        if all(r is None for r in self.eval_datasets):
+            return {}
+        return {"eval_datasets": {
+            "layout": "steps[t] = after training task t: per dataset (never trained) top1/top5 in percent over its "
+                      "test set and its own metrics (pm0/pm10, acc_worst_region, f1_macro, ...); zero_shot = before "
+                      "any training",
+            "zero_shot": self.eval_datasets_zero_shot, "steps": self.eval_datasets}}
 
     def results(self) -> dict[str, Any]:
         return _jsonable({
@@ -233,6 +272,7 @@ class RunRecorder:
             **({"zero_shot_accuracy": self.reference} if self.reference is not None else {}),
             **self._calibration_record(),
             **self._novelty_record(),
+            **self._eval_datasets_record(),
             "metrics": self.metrics(),
             "seconds_per_task": self.task_seconds,
             "stats": self.stats,
@@ -280,6 +320,11 @@ class RunRecorder:
                            ("forgetting", "forgetting")):
             c, k = m["class_il"][key], m["task_il"][key]
             lines.append(f"{label:>10} | {_fmt(c)} | {_fmt(k)}")
+        for name, entry in m.get("eval_datasets", {}).items():
+            zero = entry.get("top1_zero_shot")
+            lines.append(f"{'':>10}   {name}: top-1 {_fmt(entry.get('top1')).strip()} after the last task, "
+                         f"{_fmt(entry.get('top1_avg')).strip()} on average"
+                         + ("" if zero is None else f", {_fmt(zero).strip()} before training"))
         return "\n".join(lines)
 
 

@@ -91,10 +91,14 @@ class RunOptions:
     load: Optional[str] = option(None, "start from this model file: a --save_models export, an open_clip checkpoint "
                                  "(state_dict, {'state_dict': ...}, .safetensors) or an OpenAI CLIP .pt (TorchScript, "
                                  "read without running its code); keys and shapes must match --backbone")
-    eval_only: bool = option(False, "train nothing: evaluate --load on --eval_datasets (or classify --eval_single)")
-    eval_datasets: list[str] = option([], "with --eval_only: the datasets to evaluate on their test sets, comma- or "
-                                      "space-separated: benchmark names (synth-mtil, seq-synth, mtil, ...) or one "
-                                      "dataset of mtil (DTD, CIFAR100, ...) or synth-mtil (shapes, icons, ...)")
+    eval_only: bool = option(False, "train nothing: evaluate --load (default: the backbone's --pretrained weights) on "
+                             "--eval_datasets (or classify --eval_single)")
+    eval_datasets: list[str] = option([], "datasets to evaluate on their test sets, comma- or space-separated: with "
+                                      "--eval_only, or during training (zero-shot CLIP and the ZSCL family) as extra "
+                                      "columns after every task, never trained: benchmark names (synth-mtil, mtil, "
+                                      "imagenet, imagenet-a, imagenet-r, imagenet-sketch, imagenet-v2, objectnet, "
+                                      "ytbb-robust, imagenet-vid-robust, fmow, iwildcam, ...) or one dataset of mtil "
+                                      "(DTD, CIFAR100, ...) or synth-mtil (shapes, icons, ...)")
     eval_single: Optional[str] = option(None, "with --eval_only and --load: classify this image file among "
                                         "--class_names and print the top-5 classes")
     class_names: Optional[str] = option(None, "for --eval_single: a text file, one class name per line, each "

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from utils.atomic import load_checked, save_checked
 from utils.errors import UserError
+from utils.eval_datasets import ExtraColumns
 from utils.eval_modes import IntervalMetrics, export_task_model
 from utils.evaluate import StepEvaluation, evaluate_step
 from utils.precision import autocast
@@ -77,6 +78,8 @@ class TaskLoop:
         self.checkpoint = checkpoint
         self.save_models = save_models
         self.interval = IntervalMetrics(self, self.args.eval_interval) if self.args.eval_interval else None
+        #: --eval_datasets: extra columns scored after every task (and once before training), never trained
+        self.extra = ExtraColumns(model, list(self.args.eval_datasets)) if self.args.eval_datasets else None
         self.data_generator = torch.Generator().manual_seed(self.args.seed)
         self.start_task = 0
         self._test_data: dict[int, object] = {}
@@ -129,13 +132,18 @@ class TaskLoop:
         end = min(n_tasks, self.args.stop_after) if self.args.stop_after else n_tasks
         with _stop_on_signals() as stop:
             self.model.stop_request = stop      # so that training outside the stream (end_task) stops too
+            if self.extra is not None and self.start_task == 0:
+                self.recorder.eval_datasets_zero_shot = self.extra.evaluate()
             for task in range(self.start_task, end):
                 started = time.perf_counter()
                 self.train_task(task, stop)
                 evaluation = self.evaluate_after(task)
                 class_il, task_il = evaluation.class_il, evaluation.task_il
+                extras = evaluation.extras()
+                if self.extra is not None:
+                    extras["eval_datasets"] = self.extra.evaluate()
                 with signals.deferred():        # the row, its checkpoint and its publication: all or nothing
-                    self.recorder.add_row(class_il, task_il, time.perf_counter() - started, evaluation.extras())
+                    self.recorder.add_row(class_il, task_il, time.perf_counter() - started, extras)
                     if self.save_models:          # before the checkpoint: a completed task always has its file
                         export_task_model(self.model, self.recorder.dir, task)
                     if self.checkpoint:

@@ -143,3 +143,44 @@ class ImageNetRMammoth(_ListedImageNetR):
                 not isinstance(doc.get("targets"), list) or len(doc["data"]) != len(doc["targets"]):
             raise UserError(f"{path}: expected 'data:' and 'targets:' lists of the same length (mammoth's format)")
         return [(str(p), int(t)) for p, t in zip(doc["data"], doc["targets"])]
+
+
+class ImageNetRTest(RawDataset):
+    """All 30,000 ImageNet-R images as one test set, as WiSE-FT evaluates it (its ``ImageNetR``): labels in
+    sorted-wnid order (WiSE-FT's ``CLASS_SUBLIST`` order) with CLIP's curated ImageNet names, as WiSE-FT and ZSCL
+    prompt it; no training split."""
+
+    NAME = "imagenet_r_test"
+    TEMPLATES = IMAGENET_TEMPLATES
+    SPLITS = ("test",)
+
+    def prepare(self):
+        self.folder = ensure_extracted(
+            IMAGENET_R, self.root, FOLDER, self.download, self.verify_data,
+            f"ImageNet-R: '{self.root / FOLDER}' is missing (the unpacked {IMAGENET_R.filename}: "
+            f"{FOLDER}/<wnid>/*.jpg, 200 class folders). Run without --download 0 to fetch {IMAGENET_R.url}, "
+            f"or point --data_path at a folder that contains {FOLDER}/")
+        self.wnids = class_folders(self.folder)
+        check_count(f"ImageNet-R class folders in {self.folder}", len(self.wnids), 200, self.verify_data,
+                    f"delete {self.folder} to extract {IMAGENET_R.filename} again")
+
+    @property
+    def imagenet_indices(self) -> list[int]:
+        from datasets.utils.shift_sources import ilsvrc_wnids
+        position = {w: i for i, w in enumerate(ilsvrc_wnids())}
+        return [position[w] for w in self.wnids]
+
+    def imagenet_groups(self) -> list[list[int]]:
+        return [[i] for i in self.imagenet_indices]
+
+    def native_class_names(self):
+        return wnid_names(self.wnids, self.root)
+
+    def load_split(self, split):
+        if split != "test":
+            from datasets.utils.shift_sources import no_train_split
+            raise no_train_split("ImageNet-R")
+        paths, labels = scan_class_folders(self.folder, self.wnids)
+        check_count(f"ImageNet-R images in {self.folder}", len(paths), 30_000, self.verify_data,
+                    f"delete {self.folder} to extract {IMAGENET_R.filename} again")
+        return FileImages(paths), torch.tensor(labels, dtype=torch.long)

@@ -35,6 +35,10 @@ class ClipModel(ContinualModel):
     SUPPORTS_BUFFER: ClassVar[bool] = True
     #: The image tower is never trained, so its features can be cached.
     FROZEN_IMAGE_ENCODER: ClassVar[bool] = True
+    #: Whether ``--eval_datasets`` can score this method on other datasets during training: its predictions are
+    #: ``100 * cos(image features, template-ensemble text features)`` (zero-shot CLIP, the ZSCL family), so
+    #: :meth:`other_dataset_logits` scores any dataset's classes exactly as ``forward`` scores its own.
+    SCORES_OTHER_DATASETS: ClassVar[bool] = False
 
     # ---- network and data --------------------------------------------------------------------
     @classmethod
@@ -88,12 +92,18 @@ class ClipModel(ContinualModel):
     def class_templates(self, label: int) -> tuple[str, ...]:
         return self.dataset.task_templates(int(self.dataset.task_of_label(torch.tensor([label]))[0]))
 
-    def prompts(self, labels: range | list[int]) -> tuple[list[str], list[int]]:
-        """Every (class, template) prompt of ``labels``, and the class position of each prompt."""
+    def prompts(self, labels: range | list[int], dataset=None) -> tuple[list[str], list[int]]:
+        """Every (class, template) prompt of ``labels`` (of ``dataset``, by default the run's), and the class
+        position of each prompt."""
         texts, owner = [], []
         for i, label in enumerate(labels):
-            for template in self.class_templates(label):
-                texts.append(template.format(self.dataset.class_names[label]))
+            if dataset is None:
+                templates, name = self.class_templates(label), self.dataset.class_names[label]
+            else:
+                templates = dataset.task_templates(int(dataset.task_of_label(torch.tensor([label]))[0]))
+                name = dataset.class_names[label]
+            for template in templates:
+                texts.append(template.format(name))
                 owner.append(i)
         return texts, owner
 
@@ -110,14 +120,22 @@ class ClipModel(ContinualModel):
         Methods that train the text encoder override this (the cache holds the pretrained encoder's)."""
         return self.text_cache.get(texts, self.encode_prompts)
 
-    def zero_shot_weights(self, labels: range | list[int] | None = None) -> Tensor:
-        """(C, D) classifier: per class, the mean of its L2-normalised template embeddings, re-normalised."""
-        labels = list(range(self.n_classes)) if labels is None else list(labels)
-        texts, owner = self.prompts(labels)
+    def zero_shot_weights(self, labels: range | list[int] | None = None, dataset=None) -> Tensor:
+        """(C, D) classifier: per class, the mean of its L2-normalised template embeddings, re-normalised (the
+        classes of ``dataset``, by default the run's; with the current text encoder)."""
+        n = self.n_classes if dataset is None else dataset.n_classes
+        labels = list(range(n)) if labels is None else list(labels)
+        texts, owner = self.prompts(labels, dataset)
         feats = F.normalize(self.prompt_features(texts).to(self.device), dim=-1)
         owner_t = torch.tensor(owner, device=self.device)
         sums = torch.zeros(len(labels), feats.shape[1], device=self.device).index_add_(0, owner_t, feats)
         return F.normalize(sums, dim=-1)
+
+    @torch.no_grad()
+    def other_dataset_logits(self, x: Tensor, classifier: Tensor) -> Tensor:
+        """``--eval_datasets`` during training: ``100 * cos(image features, classifier)`` for a classifier from
+        ``zero_shot_weights(dataset=...)`` (ZSCL's framework's per-dataset zero-shot evaluation)."""
+        return ZERO_SHOT_SCALE * F.normalize(self.image_features(x).float(), dim=-1) @ classifier.T
 
     def run_stats(self) -> dict:
         cache = getattr(self.dataset, "cache", None)

@@ -184,6 +184,7 @@ def zero_shot_head(weights: Tensor) -> nn.Linear:
 
 class FinetuneClipModel(ClipModel):
     Options: ClassVar[type] = FinetuneOptions
+    SCORES_OTHER_DATASETS: ClassVar[bool] = True
     #: no memory unless a subclass replays (icarl-clip sets REQUIRES_BUFFER)
     SUPPORTS_BUFFER: ClassVar[bool] = False
     DEFAULTS: ClassVar[dict] = {"backbone": "micro-clip", "optimizer": "adamw", "lr": 1e-5, "batch_size": 64}
