@@ -43,6 +43,7 @@ from typing import Callable
 
 import torch
 
+from datasets.utils.split_memo import RENDERED
 from datasets.utils.synthetic_world import (
     _COLOUR_RGB, ALL_DOMAINS, ALL_TEXTURES, COLOURS, DOMAINS, NUMBERS, SHAPES, TEXTURES, SyntheticWorld,
     _concept_index,
@@ -179,9 +180,15 @@ ORDERS: dict[str, tuple[str, ...]] = {
 
 def make_task_split(world: SyntheticWorld, task: SynthTask, n_per_class: int, split: str
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images and labels (sorted) of one dataset's split, deterministic from its key."""
-    generator = torch.Generator().manual_seed(
-        _split_seed("synth-mtil", task.name, world.seed, world.image_size, split, n_per_class))
+    """uint8 images and labels (sorted) of one dataset's split, deterministic from its key (rendered once per
+    process: ``datasets/utils/split_memo.py``)."""
+    key = ("synth-mtil", task.name, world.seed, world.image_size, split, n_per_class)
+    return RENDERED.get(key, lambda: _render_task_split(world, task, n_per_class, key))
+
+
+def _render_task_split(world: SyntheticWorld, task: SynthTask, n_per_class: int, key: tuple
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(_split_seed(*key))
     labels = torch.arange(len(task.class_names)).repeat_interleave(n_per_class)
     images = torch.empty(labels.numel(), 3, world.image_size, world.image_size, dtype=torch.uint8)
     for start in range(0, labels.numel(), 2048):

@@ -70,6 +70,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from datasets.utils.split_memo import RENDERED
+
 COLOURS: tuple[str, ...] = (
     "red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "brown", "white",
 )
@@ -653,6 +655,10 @@ class SyntheticWorld:
         key = (self.seed, self.image_size, split, tuple(concept_ids), n_per_concept)
         if tuple(domains) != DOMAINS:  # the default keeps the pretraining seeds of earlier versions
             key = key + (tuple(domains),)
+        return RENDERED.get(("make_split", *key), lambda: self._render_split(key, concept_ids, n_per_concept, domains))
+
+    def _render_split(self, key: tuple, concept_ids: list[int], n_per_concept: int, domains: tuple[str, ...]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(_split_seed(*key))
         labels = torch.arange(len(concept_ids)).repeat_interleave(n_per_concept)
         cycle = torch.tensor([ALL_DOMAINS.index(d) for d in domains])
