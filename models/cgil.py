@@ -3,7 +3,7 @@
 CLIP stays frozen and nothing trains while a task streams (``observe`` does nothing; 0 epochs by default). At each
 task's end, on the frozen image embeddings of the task's training images (the feature cache's, not normalised):
 
-1. one generator per new class is fitted on its embeddings (``--cgil_generator vae|gauss|mog``,
+1. one generator per new class is fitted on its embeddings (``--cgil_generator vae|gauss|mog|real``,
    ``models/utils/cgil_generators.py``), all of the task's classes at once as one batched model;
 2. class-specific prompts of every seen class are aligned on synthetic embeddings only: each epoch draws
    ``--cgil_samples_per_class`` (256) fresh samples per seen class from the kept generators, shuffled into batches
@@ -61,7 +61,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.utils.cgil_generators import (GENERATORS, KINDS, REPARAM, GaussianGenerators, MixtureGenerators,
-                                          VaeConfig, VaeDecoders, fit_vaes)
+                                          RealFeatures, VaeConfig, VaeDecoders, fit_vaes)
 from models.utils.cgil_prompts import MLP_BN, CgilPrompts
 from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
 from utils.options import option
@@ -70,7 +70,8 @@ from utils.precision import autocast
 
 @dataclass
 class CgilOptions:
-    cgil_generator: str = option("vae", "class-conditional generator of image embeddings (mammoth's --g_models)",
+    cgil_generator: str = option("vae", "class-conditional generator of image embeddings (mammoth's --g_models; 'real': the "
+                                 "real embeddings, feature rehearsal, an upper bound that is not CGIL)",
                                  choices=GENERATORS)
     gr_vae_hidden_dim: int = option(512, "VAE hidden width", min=1)
     gr_vae_latent_dim: int = option(256, "VAE latent size", min=1)
@@ -167,6 +168,8 @@ class Cgil(ClipModel):
         o = self.opts
         if o.cgil_generator == "gauss":
             return GaussianGenerators.fit(per_class)
+        if o.cgil_generator == "real":
+            return RealFeatures.fit(per_class)
         if o.cgil_generator == "mog":
             return MixtureGenerators.fit(per_class, labels, o.gr_mog_n_components, o.gr_mog_n_iters, self.args.seed,
                                          o.gr_mog_density)
@@ -224,10 +227,12 @@ class Cgil(ClipModel):
         self.fit_seconds = list(state.get("cgil_fit_seconds", []))
         done = int(state["current_task"])
         kind = KINDS[self.opts.cgil_generator]
-        dim = self.prompt.text_raw.shape[1]
-        self.generators = nn.ModuleList(
-            [kind.empty(self.dataset.get_offsets(t)[1] - self.dataset.get_offsets(t)[0], dim, self.opts)
-             for t in range(done)]).to(self.device)
+        kept = []
+        for t in range(done):                   # each task's generator, shaped as the checkpoint holds it
+            prefix = f"generators.{t}."
+            kept.append(kind({k[len(prefix):]: torch.zeros_like(v) for k, v in state["model"].items()
+                              if k.startswith(prefix)}))
+        self.generators = nn.ModuleList(kept).to(self.device)
         super().load_checkpoint_state(state)
         self._keys = None
 
@@ -241,7 +246,8 @@ class Cgil(ClipModel):
         n = self.n_trained
         return {"generator": self.opts.cgil_generator, "classes": n, "bytes_per_class": per_class,
                 "total_bytes": per_class * n,
-                "kept": "decoder weights and normalisation statistics (vae), or the distribution's parameters; fp32",
+                "kept": "decoder weights and normalisation statistics (vae), the distribution's parameters, or (real) "
+                        "the embeddings themselves; fp32",
                 "equal_rehearsal": {
                     "image_bytes": image_bytes, "image": f"uint8 RGB {self.dataset.IMAGE_SIZE}x{self.dataset.IMAGE_SIZE}",
                     "images_per_class": per_class / image_bytes, "total_images": per_class * n / image_bytes,

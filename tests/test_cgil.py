@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from conftest import only_run_dir
-from models.utils.cgil_generators import (BatchedAdam, GaussianGenerators, MixtureGenerators, VaeConfig, decode,
-                                          fit_vaes, init_vae, vae_loss, warm_restart_lrs)
+from models.utils.cgil_generators import (BatchedAdam, GaussianGenerators, MixtureGenerators, RealFeatures, VaeConfig,
+                                          decode, fit_vaes, init_vae, vae_loss, warm_restart_lrs)
 from models.utils.cgil_prompts import FixedBatchNorm1d
 from utils.config import parse_config
 from utils.experiment import run_experiment
@@ -116,6 +116,19 @@ def test_gauss_and_mixture_generators_reproduce_their_classes():
     gap = lambda s: float((s[1, :, 0].abs() < 1).float().mean())   # noqa: E731
     assert gap(mog.sample(2000, torch.Generator().manual_seed(2))) < 0.01 < 0.1 < \
         gap(gauss.sample(2000, torch.Generator().manual_seed(2)))
+
+
+def test_real_features_draw_only_their_own_class_rows():
+    """``--cgil_generator real`` (the upper bound): unequal classes, draws with replacement from the real rows only."""
+    feats = [torch.arange(6.).view(3, 2), 100 + torch.arange(10.).view(5, 2)]
+    real = RealFeatures.fit(feats)
+    s = real.sample(400, torch.Generator().manual_seed(0))
+    assert s.shape == (2, 400, 2)
+    for c, f in enumerate(feats):
+        rows = {tuple(r) for r in f.tolist()}
+        drawn = {tuple(r) for r in s[c].tolist()}
+        assert drawn == rows                           # every row drawn, nothing else (no padding row)
+    assert real.bytes_per_class() == 4 * 2 * 4         # 4 rows of 2 fp32 on average
 
 
 # ---- the prompts ------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ Three kinds (``--cgil_generator``):
 - ``gauss``: a diagonal Gaussian per class (mean and unbiased std).
 - ``mog``: a diagonal Gaussian mixture per class (``--gr_mog_n_components``), k-means initialisation, EM for at most
   ``--gr_mog_n_iters`` iterations (a class stops when its mean log-likelihood gains less than 1e-3).
+- ``real``: not a generator and not the paper's: the class's real embeddings themselves, drawn with replacement
+  (feature rehearsal). The upper bound of every generator: what the alignment reaches with perfect samples.
 
 Every kept generator is a module of buffers (nothing in it trains after its fit), so checkpoints hold it and
 ``--resume`` continues exactly.
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GENERATORS = ("vae", "gauss", "mog")
+GENERATORS = ("vae", "gauss", "mog", "real")
 REPARAM = ("anchor", "standard")
 VAE_BATCH = 64                       # mammoth's DataLoader batch size for the VAE fit
 LOG_2PI = math.log(2 * math.pi)
@@ -336,6 +338,32 @@ class MixtureGenerators(TaskGenerators):
         return torch.gather(mu, 1, pick) + eps * torch.gather(var, 1, pick).sqrt()
 
 
+class RealFeatures(TaskGenerators):
+    """The real embeddings of each class (padded to the largest class; ``count`` says how many are real)."""
+    KIND = "real"
+
+    @classmethod
+    def shapes(cls, n, dim, opts):
+        raise NotImplementedError("the shapes of real features depend on the class sizes: load them from the state")
+
+    @classmethod
+    def fit(cls, feats: list[Tensor]) -> "RealFeatures":
+        longest = max(len(f) for f in feats)
+        kept = torch.zeros(len(feats), longest, feats[0].shape[1])
+        for i, f in enumerate(feats):
+            kept[i, :len(f)] = f.float().cpu()
+        return cls({"feats": kept, "count": torch.tensor([len(f) for f in feats])})
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        feats, count = self.tensor("feats"), self.tensor("count").cpu()
+        pick = (torch.rand(len(count), n, generator=generator) * count.unsqueeze(1)).long().to(feats.device)
+        return torch.gather(feats, 1, pick.unsqueeze(-1).expand(-1, -1, feats.shape[2]))
+
+    def bytes_per_class(self) -> int:
+        return int(self.tensor("count").float().mean().item() * self.tensor("feats").shape[2]) * 4
+
+
 def _kmeans_init(x: Tensor, k: int, gen: torch.Generator, tries: int = 50, min_delta: float = 1e-3) -> Tensor:
     """gmm-torch's k-means initialisation: the best of ``tries`` random centre sets (data min-max scaled), then
     Lloyd iterations until the centres move less than ``min_delta``."""
@@ -395,4 +423,5 @@ def fit_mixture(x: Tensor, k: int, n_iters: int, gen: torch.Generator, density: 
     return pi, mu, var
 
 
-KINDS: dict[str, type[TaskGenerators]] = {c.KIND: c for c in (VaeDecoders, GaussianGenerators, MixtureGenerators)}
+KINDS: dict[str, type[TaskGenerators]] = {c.KIND: c for c in (VaeDecoders, GaussianGenerators, MixtureGenerators,
+                                                               RealFeatures)}
