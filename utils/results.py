@@ -107,6 +107,8 @@ class RunRecorder:
         self.calibration: list[dict[str, Any] | None] = []
         self.novelty: list[dict[str, Any] | None] = []
         self.reference: dict[str, list[float | None]] | None = None   # zero-shot accuracies, --eval_future
+        #: Whether this recorder writes its files (False on the DDP ranks other than 0).
+        self.writes = True
 
     # ---- state for checkpoints --------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -128,6 +130,8 @@ class RunRecorder:
 
     # ---- recording ------------------------------------------------------------------------
     def log(self, event: str, **fields: Any) -> None:
+        if not self.writes:
+            return
         line = json.dumps(_jsonable({"event": event, "time": time.time(), **fields}), allow_nan=False)
         try:
             with open(self.dir / "log.jsonl", "a") as fh:
@@ -262,6 +266,8 @@ class RunRecorder:
             "steps": [None if n is None else {"task": t, **n} for t, n in enumerate(self.novelty)]}}
 
     def write(self) -> None:
+        if not self.writes:
+            return
         write_json(self.dir / "results.json", self.results())
 
     # ---- console --------------------------------------------------------------------------
