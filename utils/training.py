@@ -233,7 +233,8 @@ class TaskLoop:
         all-reduce), so that every rank takes the same decisions."""
         model = self.model
         shard, model._ddp_step = model._ddp_step, None
-        if not shard.stepped:
+        trained = any(p.grad is not None for group in model.optimizer.param_groups for p in group["params"])
+        if not shard.stepped and trained:      # gradients were made, and not averaged over the ranks
             raise UserError(f"model '{model.NAME}' does not step its optimizer through self.step (or call "
                             f"self.reduce_gradients), so its ranks would train apart under DDP: run it as one "
                             f"process")
