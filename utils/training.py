@@ -139,7 +139,7 @@ class TaskLoop:
                 class_il, task_il = evaluation.class_il, evaluation.task_il
                 with signals.deferred():        # the row, its checkpoint and its publication: all or nothing
                     self.recorder.add_row(class_il, task_il, time.perf_counter() - started, evaluation.extras())
-                    if self.save_models and distributed.is_main():  # before the checkpoint: a completed task always has its file
+                    if self.save_models and distributed.is_main():  # before the checkpoint: a task always has its file
                         export_task_model(self.model, self.recorder.dir, task)
                     if self.checkpoint:
                         self.save_checkpoint(self.checkpoint_path(), task + 1)
