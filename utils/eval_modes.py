@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from utils import distributed
 from utils.atomic import save_torch, write_json, write_text
 from utils.checksum import file_sha256
 from utils.errors import UserError, unknown_name_error
@@ -96,6 +97,8 @@ class IntervalMetrics:
 
     def begin_task(self, task: int) -> None:
         self.path = self.loop.recorder.dir / f"metrics_{task_label(self.loop.dataset, task)}.csv"
+        if not distributed.is_main():          # DDP: every rank evaluates (sharded), rank 0 writes
+            return
         with open(self.path, "w") as fh:
             fh.write("iteration,top1,top5\n")
 
@@ -111,6 +114,8 @@ class IntervalMetrics:
         set_rng_state(state)
         loop.model.generator.set_state(generator)
         top1, top5 = task_accuracy(evaluation, loop.dataset, task)
+        if not distributed.is_main():
+            return
         with open(self.path, "a") as fh:
             fh.write(f"{iteration},{top1:.4f},{'' if top5 is None else f'{top5:.4f}'}\n")
             fh.flush()

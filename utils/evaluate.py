@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from datasets.utils.task_data import TensorTaskData
-from utils import metrics
+from utils import distributed, metrics
 
 TOP_K = 5
 
@@ -68,7 +68,8 @@ def evaluate_step(model, dataset, test_data: Mapping[int, TensorTaskData] | Sequ
     shuffled = bool(getattr(model, "shuffled_eval_batches", False))
     scores: dict[bool, list[dict[str, np.ndarray]]] = {True: [], False: []}    # in-distribution?
     bar = tqdm(total=sum(test_data[k].num_batches(batch_size) for k in order), desc="evaluate",
-               leave=False, disable=quiet)
+               leave=False, disable=quiet or not distributed.is_main())
+    world, rank = distributed.world_size(), distributed.rank()     # DDP: rank r scores batches r, r + N, ...
     for k in order:
         n_visible = dataset.get_offsets(max(trained_task, k))[1]
         lo, hi = dataset.get_offsets(k)
@@ -78,6 +79,9 @@ def evaluate_step(model, dataset, test_data: Mapping[int, TensorTaskData] | Sequ
         for i, batch in enumerate(test_data[k].batches(batch_size, shuffle=shuffled, generator=order_gen)):
             if max_batches is not None and i >= max_batches:
                 break
+            if i % world != rank:
+                bar.update()
+                continue
             x = batch["inputs"].to(model.device)
             logits = model(x).float()
             labels = batch["labels"].to(model.device)
@@ -100,6 +104,9 @@ def evaluate_step(model, dataset, test_data: Mapping[int, TensorTaskData] | Sequ
                     logits[:, :n_seen].cpu().numpy(),
                     None if samples is None else samples[..., :n_seen].float().cpu().numpy()))
             bar.update()
+        if wants_acc and world > 1:
+            correct_c, correct_t, correct_c5, correct_t5, total = (int(v) for v in distributed.all_sum(
+                [float(correct_c), float(correct_t), float(correct_c5), float(correct_t5), float(total)]))
         if wants_acc:
             n = max(total, 1)
             cil[k], til[k], sizes[k] = 100.0 * int(correct_c) / n, 100.0 * int(correct_t) / n, total
@@ -110,6 +117,13 @@ def evaluate_step(model, dataset, test_data: Mapping[int, TensorTaskData] | Sequ
     bar.close()
     model.train(was_training)
     result = StepEvaluation(cil, til, sizes, {"class_il": top5_c, "task_il": top5_t})
+    if world > 1:        # DDP: every rank's per-image confidences and novelty scores, in rank order
+        parts = distributed.gather_objects((torch.cat(conf).cpu() if conf else None,
+                                            torch.cat(hits).cpu() if hits else None, batch_sizes, scores))
+        conf = [p[0] for p in parts if p[0] is not None]
+        hits = [p[1] for p in parts if p[1] is not None]
+        batch_sizes = [n for p in parts for n in p[2]]
+        scores = {side: [s for p in parts for s in p[3][side]] for side in (True, False)}
     if conf:
         confidences, correct = torch.cat(conf).cpu().numpy(), torch.cat(hits).cpu().numpy()
         diagram = metrics.reliability_diagram(confidences, correct)

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from datasets import get_dataset_class
 from models import get_model_class
+from utils import distributed
 from utils.atomic import OutputError, check_output_dir, remove_stale_temporaries, write_json
 from utils.config import Config, EvalConfig
 from utils.errors import UserError
@@ -34,18 +35,21 @@ def resolve_device(name: str) -> torch.device:
 def build(config: Config):
     """Dataset, model and device for ``config`` (seeded first, so a rebuild is identical)."""
     seed_everything(config.run.seed)
-    device = resolve_device(config.run.device)
+    device = resolve_device(distributed.setup(config.run.device))
     model_cls = get_model_class(config.model)
-    dataset = get_dataset_class(config.dataset)(config.run, config.data)
+    with distributed.local_main_first():     # DDP: one rank per machine downloads and extracts
+        dataset = get_dataset_class(config.dataset)(config.run, config.data)
     if dataset.SETTING not in model_cls.COMPATIBILITY:
         raise UserError(f"model '{model_cls.NAME}' does not support the {dataset.SETTING} setting of "
                         f"'{dataset.NAME}' (it supports: {', '.join(model_cls.COMPATIBILITY)})")
     if config.run.eval_future and not model_cls.CAN_PREDICT_FUTURE:
         raise UserError(f"--eval_future: model '{model_cls.NAME}' cannot predict classes it has not "
                         f"seen (only zero-shot-capable methods can)")
-    backbone = model_cls.create_backbone(config.backbone, dataset, config.net, load=config.run.load).to(device)
+    with distributed.local_main_first():
+        backbone = model_cls.create_backbone(config.backbone, dataset, config.net, load=config.run.load).to(device)
     view = model_cls.input_view(dataset, backbone, config.run, device, config.method)
     model = model_cls(backbone, view, config.run, config.method, device)
+    distributed.sync_batchnorm(model)          # DDP: BatchNorm over the global batch
     return view, model
 
 
@@ -53,6 +57,9 @@ def run_experiment(config: Config | EvalConfig, resume_dir: str | None = None) -
     """Run (or continue) an experiment; returns its run directory. An ``EvalConfig`` (``--eval_only``) evaluates
     instead (``--eval_single`` prints and returns None)."""
     if isinstance(config, EvalConfig):
+        if distributed.env_world_size() > 1:
+            raise UserError("--eval_only and --eval_single run as one process: start them with python main.py, "
+                            "not torchrun")
         from utils.eval_modes import run_eval_only, run_eval_single
         if config.run.eval_single is not None:
             run_eval_single(config)
@@ -66,12 +73,14 @@ def run_experiment(config: Config | EvalConfig, resume_dir: str | None = None) -
             print(f"{run_dir} is already completed ({finished}); nothing to resume, its files are unchanged",
                   file=sys.stderr)
             return run_dir
-        lock = lock_run_dir(run_dir)
+        lock = lock_run_dir(run_dir) if distributed.env_rank() == 0 else None     # DDP: rank 0 holds it
         try:
             return _run(config, run_dir)
         finally:
-            lock.close()
-    check_output_dir(config.run.results_path, "--results_path")
+            if lock is not None:
+                lock.close()
+    if distributed.env_rank() == 0:
+        check_output_dir(config.run.results_path, "--results_path")
     return _run(config, None)
 
 
@@ -91,10 +100,13 @@ def _run(config: Config, run_dir: Path | None) -> Path:
         check_memory(config.run.buffer_size * 8, "--buffer_size", f"a memory of {config.run.buffer_size} items",
                      model.device)
     if not resuming:
+        if not distributed.is_main():           # DDP: rank 0 alone makes and writes the run directory
+            return _loop(config, Path(distributed.broadcast_object(None)), dataset, model, False, False)
         run_dir = new_run_dir(config.run.results_path, config.dataset, config.model)
         lock = lock_run_dir(run_dir)
         try:
             write_json(run_dir / "config.json", config.to_json())
+            distributed.broadcast_object(str(run_dir))
             return _loop(config, run_dir, dataset, model, False, False)
         finally:
             lock.close()
@@ -107,6 +119,7 @@ def _loop(config: Config, run_dir: Path, dataset, model, resuming: bool, fresh: 
               "class_names": dataset.class_names, "setting": dataset.SETTING, "precision": model.precision,
               "environment": environment()}
     recorder = RunRecorder(run_dir, dataset.N_TASKS, header)
+    recorder.writes = distributed.is_main()       # DDP: the other ranks keep their records in memory only
     recorder.eval_only_tasks = list(getattr(dataset, "eval_only_tasks", []))
     loop = TaskLoop(model, dataset, recorder, checkpoint=config.run.checkpoint, save_models=config.run.save_models)
     try:
@@ -116,7 +129,7 @@ def _loop(config: Config, run_dir: Path, dataset, model, resuming: bool, fresh: 
             recorder.log("resume", from_task=start, stop_after=config.run.stop_after)
         else:
             recorder.log("start", argv=config.argv)
-        if not config.run.quiet:
+        if not config.run.quiet and distributed.is_main():
             tqdm.write(f"run directory: {run_dir}")
         loop.run()
     except Interrupted as stop:
@@ -125,7 +138,9 @@ def _loop(config: Config, run_dir: Path, dataset, model, resuming: bool, fresh: 
         recorder.status = "interrupted"
         recorder.write()
         recorder.log("interrupted", signal=str(stop), tasks_completed=done)
-        if config.run.checkpoint or done == 0:
+        if not distributed.is_main():
+            pass
+        elif config.run.checkpoint or done == 0:
             how = f"{done} task(s) completed. Continue with" if done else \
                 "no task completed yet. This starts it again from the first task"
             print(f"\ninterrupted by {stop}; {how}:\n  python main.py --resume {run_dir}", file=sys.stderr)
@@ -146,9 +161,11 @@ def _loop(config: Config, run_dir: Path, dataset, model, resuming: bool, fresh: 
     recorder.status = "completed" if completed else "stopped"
     recorder.write()
     recorder.log("end", status=recorder.status)
-    remove_stale_temporaries(run_dir)
-    print(recorder.summary_table())                 # also with --quiet, which hides progress only
-    print(f"results: {run_dir / 'results.json'}")
+    if distributed.is_main():
+        remove_stale_temporaries(run_dir)
+        print(recorder.summary_table())                 # also with --quiet, which hides progress only
+        print(f"results: {run_dir / 'results.json'}")
+    distributed.barrier()                           # DDP: no rank ends before rank 0's files are complete
     return run_dir
 
 
@@ -204,6 +221,8 @@ def _resume_stop_after(config: Config, run_dir: Path, start: int, n_tasks: int) 
         run.stop_after = None
         config.sources["stop_after"] = "resume (to the end)"
     path = run_dir / "config.json"
+    if not distributed.is_main():
+        return
     blob = json.loads(path.read_text())
     if blob["run"].get("stop_after") != run.stop_after:
         blob["run"]["stop_after"] = run.stop_after

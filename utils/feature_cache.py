@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from utils import distributed
 from utils.atomic import DamagedFile, load_checked, save_checked
 from utils.errors import UserError
 
@@ -79,7 +80,7 @@ class FeatureCache:
 
     def save(self, kind: str, key: str, blob: dict) -> None:
         path = self._path(kind, key)
-        if path is None or not self.writable:
+        if path is None or not self.writable or not distributed.is_local_main():   # DDP: one writer per machine
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +103,8 @@ class FeatureCache:
                 return "no feature tensor"
             return _shape_problem(features, shape)
         blob = self.load(kind, key, check)
+        if distributed.active() and not distributed.all_true(blob is not None):
+            blob = None                         # DDP: a rank without the file computes with the others
         if blob is not None:
             return blob["features"]
         features = compute()

@@ -110,6 +110,8 @@ class RunRecorder:
         #: --eval_datasets: per row, {dataset: its entry (top1, top5, n_test, its own metrics)}; and before training
         self.eval_datasets: list[dict[str, Any] | None] = []
         self.eval_datasets_zero_shot: dict[str, Any] | None = None
+        #: Whether this recorder writes its files (False on the DDP ranks other than 0).
+        self.writes = True
 
     # ---- state for checkpoints --------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -134,6 +136,8 @@ class RunRecorder:
 
     # ---- recording ------------------------------------------------------------------------
     def log(self, event: str, **fields: Any) -> None:
+        if not self.writes:
+            return
         line = json.dumps(_jsonable({"event": event, "time": time.time(), **fields}), allow_nan=False)
         try:
             with open(self.dir / "log.jsonl", "a") as fh:
@@ -302,6 +306,8 @@ class RunRecorder:
             "steps": [None if n is None else {"task": t, **n} for t, n in enumerate(self.novelty)]}}
 
     def write(self) -> None:
+        if not self.writes:
+            return
         write_json(self.dir / "results.json", self.results())
 
     # ---- console --------------------------------------------------------------------------

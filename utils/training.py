@@ -26,7 +26,7 @@ from utils.evaluate import StepEvaluation, evaluate_step
 from utils.precision import autocast
 from utils.results import RunRecorder
 from utils.seeding import rng_state, set_rng_state
-from utils import signals
+from utils import distributed, signals
 from utils.signals import Interrupted  # noqa: F401 - re-exported: the loop raises it
 
 CHECKPOINT = "checkpoint.pt"
@@ -89,6 +89,8 @@ class TaskLoop:
         return self.recorder.dir / CHECKPOINT
 
     def save_checkpoint(self, path: Path, completed_tasks: int, **extra) -> None:
+        if not distributed.is_main():           # DDP: the ranks' states agree; rank 0 writes them
+            return
         save_checked(path, {"format": 2, "completed_tasks": completed_tasks, "run": self._identity(),
                           "model": self.model.checkpoint_state(), "rng": rng_state(),
                           "data_generator": self.data_generator.get_state(),
@@ -132,6 +134,7 @@ class TaskLoop:
         end = min(n_tasks, self.args.stop_after) if self.args.stop_after else n_tasks
         with _stop_on_signals() as stop:
             self.model.stop_request = stop      # so that training outside the stream (end_task) stops too
+            distributed.broadcast_module(self.model)     # DDP: rank 0's weights everywhere, as DDP starts
             if self.extra is not None and self.start_task == 0:
                 self.recorder.eval_datasets_zero_shot = self.extra.evaluate()
             for task in range(self.start_task, end):
@@ -144,12 +147,12 @@ class TaskLoop:
                     extras["eval_datasets"] = self.extra.evaluate()
                 with signals.deferred():        # the row, its checkpoint and its publication: all or nothing
                     self.recorder.add_row(class_il, task_il, time.perf_counter() - started, extras)
-                    if self.save_models:          # before the checkpoint: a completed task always has its file
+                    if self.save_models and distributed.is_main():  # before the checkpoint: a task always has its file
                         export_task_model(self.model, self.recorder.dir, task)
                     if self.checkpoint:
                         self.save_checkpoint(self.checkpoint_path(), task + 1)
                     self.recorder.publish_row()
-                if not self.args.quiet:
+                if not self.args.quiet and distributed.is_main():
                     seen = [class_il[k] for k in range(task + 1)]
                     seen_t = [task_il[k] for k in range(task + 1)]
                     tqdm.write(f"task {task + 1}/{n_tasks}: class-IL {sum(seen) / len(seen):.2f}  "
@@ -184,8 +187,10 @@ class TaskLoop:
         scheduler = model.scheduler
         step_each_iter = scheduler is not None and model.scheduler_mode == "iter"
         bar = tqdm(total=total_steps, desc=f"task {task + 1}/{self.dataset.N_TASKS}", leave=False,
-                   disable=args.quiet)
+                   disable=args.quiet or not distributed.is_main())
         step = 0
+        ddp = distributed.active()
+        agreed_stop = None          # DDP: the signal every rank stops for, agreed after each step
         for epoch in range(n_epochs):
             epoch_started = time.perf_counter()
             model.begin_epoch(epoch, self.dataset)
@@ -193,14 +198,23 @@ class TaskLoop:
                                                    train=True)):
                 if step >= total_steps or i >= steps_per_epoch:
                     break
-                if stop["signum"] is not None:
+                signum = agreed_stop if ddp else stop["signum"]
+                if signum is not None:
                     bar.close()
-                    raise Interrupted(stop["signum"])
+                    raise Interrupted(signum)
                 if batch["labels"].shape[0] < 2 and step > 0:  # a lone last item breaks BatchNorm
                     continue
+                if ddp:
+                    if batch["labels"].shape[0] < distributed.world_size():   # a rank would get no item
+                        continue
+                    total = batch["labels"].shape[0]
+                    batch = {k: distributed.shard(v) for k, v in batch.items()}    # the same order on every rank
+                    model._ddp_step = distributed.StepShard(batch["labels"].shape[0], total)
                 batch = {k: v.to(model.device, non_blocking=True) for k, v in batch.items()}
                 with signals.deferred(), autocast(model.precision, model.device):
                     loss = model.meta_observe(batch, epoch)        # a signal waits for the step to end
+                if ddp:
+                    loss, agreed_stop = self._agree(loss, stop)
                 if not math.isfinite(loss):
                     bar.close()
                     raise TrainingDiverged(f"the loss became {loss} at task {task + 1}, epoch {epoch + 1}, "
@@ -219,7 +233,22 @@ class TaskLoop:
             self.recorder.log("epoch", task=task, epoch=epoch, seconds=round(time.perf_counter() - epoch_started, 4))
         bar.close()
         model.meta_end_task(self.dataset)
+        distributed.broadcast_module(model)       # DDP: end_task ran whole on every rank; rank 0's result wins
         check_finite(model, task)
+
+    def _agree(self, loss: float, stop: dict) -> tuple[float, int | None]:
+        """DDP, after a stream step: the global batch's loss and the signal every rank stops for (one
+        all-reduce), so that every rank takes the same decisions."""
+        model = self.model
+        shard, model._ddp_step = model._ddp_step, None
+        trained = any(p.grad is not None for group in model.optimizer.param_groups for p in group["params"])
+        if not shard.stepped and trained:      # gradients were made, and not averaged over the ranks
+            raise UserError(f"model '{model.NAME}' does not step its optimizer through self.step (or call "
+                            f"self.reduce_gradients), so its ranks would train apart under DDP: run it as one "
+                            f"process")
+        total, signals_seen = distributed.all_sum([loss * shard.loss_weight(), float(stop["signum"] is not None)])
+        own = stop["signum"]
+        return total / distributed.world_size(), (own if own is not None else signal.SIGTERM) if signals_seen else None
 
     def evaluate_after(self, task: int) -> StepEvaluation:
         """Evaluate after training ``task`` (``-1``: before training, every task, for the zero-shot row)."""

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from datasets.utils.task_data import FeatureTaskData, TensorTaskData
+from utils import distributed
 from utils.errors import UserError
 from utils.feature_cache import FeatureCache, cache_key
 from utils.precision import autocast
@@ -114,17 +115,23 @@ class EncodedView(DatasetView):
         total = len(self.dataset.split(split)[0])          # a uint8 tensor or a file-backed ImageSource
         bar = tqdm(total=total * n_views, desc=f"encoding {self.dataset.NAME} {split}", leave=False,
                    disable=self.quiet, unit="img")
+        mine = distributed.shard_range(-(-total // self.batch_size))    # DDP: this rank's batches; all of them alone
         for view in range(n_views):
             gen = torch.Generator().manual_seed(self.seed * 1000 + view)
             feats = []
             view_tf = augment.for_view(view) if view > 0 and hasattr(augment, "for_view") else augment
-            for x in self.dataset.image_batches(split, self.batch_size, size=self.encoder.image_size):
+            for i, x in enumerate(self.dataset.image_batches(split, self.batch_size, size=self.encoder.image_size)):
                 if view > 0:
-                    x = view_tf(x, gen)
+                    x = view_tf(x, gen)        # every batch, so that each view draws what one process draws
+                if i not in mine:
+                    continue
                 with autocast(self.precision, self.device):
                     f = self.encoder.encode_image(self.encoder.preprocess(x.to(self.device)))
                 feats.append(f.float().cpu())
                 bar.update(x.shape[0])
+            if distributed.active():           # the ranks' blocks, in order: the whole split on every rank
+                feats = [part for part in distributed.gather_objects(torch.cat(feats) if feats else None)
+                         if part is not None]
             out.append(torch.cat(feats))
         bar.close()
         return torch.stack(out, dim=1)          # (N, views, D)

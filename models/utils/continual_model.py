@@ -186,6 +186,8 @@ class ContinualModel(nn.Module):
         self.scaler = grad_scaler(self.precision, self.device)
         self.minibatch_size = args.minibatch_size or args.batch_size
         self._batch_indexes: Tensor | None = None
+        #: Under DDP, the items of the stream step in progress (``utils.distributed.StepShard``), else None.
+        self._ddp_step = None
         #: The task loop's record of SIGINT/SIGTERM (``{"signum": ...}``), read by :meth:`check_stop`.
         self.stop_request: dict | None = None
         self._observe_args = set(inspect.signature(self.observe).parameters)
@@ -327,14 +329,30 @@ class ContinualModel(nn.Module):
         e.g. to train in ``end_task``), through the fp16 grad scaler when there is one. Zeroing the gradients
         before the forward pass stays the caller's."""
         optimizer = self.optimizer if optimizer is None else optimizer
+        loss = self.shard_loss(loss)
         if self.scaler is None:
             loss.backward()
+            self.reduce_gradients(optimizer)
             optimizer.step()
         else:
             self.scaler.scale(loss).backward()
+            self.reduce_gradients(optimizer)
             self.scaler.step(optimizer)
             self.scaler.update()
         self.check_stop()
+
+    def shard_loss(self, loss: Tensor) -> Tensor:
+        """Under DDP, in a stream step, ``loss`` times ``N * local / global`` items (``utils/distributed.py``), so
+        that the ranks' average is the global batch's loss; else ``loss`` itself."""
+        return loss if self._ddp_step is None else loss * self._ddp_step.loss_weight()
+
+    def reduce_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Under DDP, in a stream step, average the gradients of ``optimizer``'s parameters over the ranks (between
+        ``backward`` and the optimizer's step; a method that steps without :meth:`step` calls it itself)."""
+        if self._ddp_step is not None:
+            from utils.distributed import average_gradients
+            average_gradients([p for group in optimizer.param_groups for p in group["params"]])
+            self._ddp_step.stepped = True
 
     def check_stop(self) -> None:
         """Raise the loop's ``Interrupted`` if SIGINT/SIGTERM arrived: the loop checks before each stream batch,
@@ -398,6 +416,9 @@ class ContinualModel(nn.Module):
             if self.args.buffer_storage == "index" and "examples" in columns:
                 columns = {k: v for k, v in columns.items() if k != "examples"}
                 columns.setdefault("indexes", self._batch_indexes)
+            if self._ddp_step is not None:      # DDP: every rank offers the global batch, so memories agree
+                from utils.distributed import gather_cat
+                columns = {k: gather_cat(v) for k, v in columns.items()}
             self.buffer.add(**columns)
 
     def replay_batch(self) -> dict[str, Tensor] | None:
@@ -411,6 +432,9 @@ class ContinualModel(nn.Module):
         replay = self.replay_batch()
         if replay is None:
             return inputs, labels
+        if self._ddp_step is not None:          # DDP: drawn and augmented whole on every rank, then sharded
+            x, y = self._ddp_step.take(self.transform(replay["examples"]), replay["labels"])
+            return torch.cat([inputs, x]), torch.cat([labels, y])
         return torch.cat([inputs, self.transform(replay["examples"])]), torch.cat([labels, replay["labels"]])
 
     def memory_items(self) -> dict[str, Tensor]:

@@ -376,11 +376,13 @@ class FinetuneClipModel(ClipModel):
         if self.ogd is None:
             super().backward_and_step(loss)
         elif self.scaler is None:               # OGD: the current gradient, projected before the step
-            loss.backward()
+            self.shard_loss(loss).backward()
+            self.reduce_gradients(self.optimizer)
             self.ogd.after_backward(self._task_steps)
             self.optimizer.step()
         else:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(self.shard_loss(loss)).backward()
+            self.reduce_gradients(self.optimizer)
             self.scaler.unscale_(self.optimizer)
             self.ogd.after_backward(self._task_steps)
             self.scaler.step(self.optimizer)
