@@ -67,8 +67,44 @@ def test_missing_logger_package_is_one_line_before_the_run(name, tmp_path, monke
                     reason="wandb is not installed (optional); the missing-package error is tested instead")
 def test_wandb_offline_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")         # what --wandb_mode offline sets (restored afterwards)
     proc = run_main([*RUN, "--logger", "wandb", "--wandb_mode", "offline"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     run_dir = only_run_dir(tmp_path / "results")
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and any(offline[0].rglob("*.wandb"))
+
+
+def test_wandb_logger_sends_each_value_with_its_own_axis(tmp_path, monkeypatch):
+    """The calls W&B gets (a stand-in module: the real one is optional), whatever its version."""
+    import types
+    calls = []
+
+    class FakeRun:
+        def define_metric(self, name, step_metric=None):
+            calls.append(("define", name, step_metric))
+
+        def log(self, values):
+            calls.append(("log", values))
+
+        def finish(self):
+            calls.append(("finish",))
+    fake = types.SimpleNamespace(__version__="0.31.0", init=lambda **kw: calls.append(("init", kw)) or FakeRun())
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    from utils.loggers import make_logger
+    logger = make_logger("wandb", tmp_path / "run-1", {"run": {"seed": 3}}, "proj", "offline")
+    logger.step(0, 1, 2.5)
+    logger.task_end(1, {0: 40.0, 1: 60.0, 2: None}, {0: 80.0, 1: 90.0, 2: None})
+    logger.final({"last_accuracy": 50.0, "task_il": {"bwt": -1.5}, "averaging": "task mean"}, 2)
+    logger.close()
+    assert calls[0] == ("init", {"project": "proj", "name": "run-1", "dir": str(tmp_path / "run-1"),
+                                 "config": {"run": {"seed": 3}}, "mode": "offline", "reinit": "create_new"})
+    assert ("define", "loss/*", "task_step") in calls and ("define", "accuracy/*", "tasks_completed") in calls
+    logs = [c[1] for c in calls if c[0] == "log"]
+    assert logs[0] == {"loss/task01": 2.5, "task_step": 1}
+    assert logs[1] == {"accuracy/class_il/task01": 40.0, "accuracy/class_il/task02": 60.0,
+                       "accuracy/class_il/seen": 50.0, "accuracy/task_il/task01": 80.0,
+                       "accuracy/task_il/task02": 90.0, "accuracy/task_il/seen": 85.0, "tasks_completed": 2}
+    assert logs[2] == {"final/last_accuracy": 50.0, "final/task_il/bwt": -1.5, "tasks_completed": 2}
+    assert calls[-1] == ("finish",)

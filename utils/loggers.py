@@ -86,6 +86,9 @@ class WandbLogger(Logger):
     ``tasks_completed`` for accuracies and final metrics), declared as the x axis of its group."""
 
     def __init__(self, run_dir: Path, config: Mapping[str, Any], project: str, mode: str):
+        import os
+        if mode == "offline":       # before wandb starts: its telemetry reads the mode from the environment
+            os.environ.setdefault("WANDB_MODE", "offline")
         import wandb
         self.wandb = wandb
         self.run = wandb.init(project=project, name=Path(run_dir).name, dir=str(run_dir), config=dict(config),
