@@ -38,7 +38,7 @@ def test_list_names_every_table():
 def test_dry_runs_print_the_best_recipes_with_the_papers_seeds(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from utils.config import parse_config
-    resolved = []                       # the dry run resolves every command (sweep.validate): keep what it got
+    resolved = []           # the dry run resolves every command (sweep.validate): keep what it got
     monkeypatch.setattr(sweep, "validate", lambda argvs: resolved.append([parse_config(list(a))[0] for a in argvs]))
     seen = {}
     for name in NAMES + ["cgil-seq-cub200"]:

@@ -277,8 +277,9 @@ def _run_local_cell(argv: list[str], results_path: str) -> CellResult:
 
 def run_local(argvs: Sequence[list[str]], results_path: str, jobs: int,
               report: Callable[[int, CellResult], None]) -> list[CellResult]:
-    """Every cell on this machine, ``jobs`` at once (spawned workers, each importing Tusk once; each worker gets
-    ``cpu_count // jobs`` torch threads unless OMP_NUM_THREADS is set)."""
+    """Every cell on this machine, ``jobs`` at once (worker processes forked from a server that imported Tusk once,
+    or spawned where there is no forkserver; each worker gets ``cpu_count // jobs`` torch threads unless
+    OMP_NUM_THREADS is set)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     index = index_runs(results_path)
@@ -294,7 +295,13 @@ def run_local(argvs: Sequence[list[str]], results_path: str, jobs: int,
     if not todo:
         return results
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        # one process imports Tusk (and torch) once; each worker is a fork of it, before any thread pool started
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["main", "utils.config", "utils.experiment"])
+    else:
+        context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=context,
                                initializer=_worker_init, initargs=(threads,))
     try:
         futures = {pool.submit(_run_local_cell, list(argvs[i]), results_path): i for i in todo}
