@@ -4,14 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench lock clean
 
-# A virtual environment with everything pinned in requirements*.txt (torch and torchvision
-# unpinned, so each user gets the build for their CUDA; it runs on CPU too).
-$(STAMP): requirements.txt requirements-dev.txt
+# A virtual environment with every package at the version constraints.txt locks (torch and torchvision
+# unpinned, so each user gets the build for their CUDA; it runs on CPU too), and Tusk itself installed
+# editable, which gives the `tusk` command (= python main.py). Refresh the lock: make lock.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	-$(BIN)/python scripts/refresh_lock.py --check 1   # a warning: another Python may need packages the lock lacks
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -28,6 +31,11 @@ test: setup
 
 bench: setup
 	$(BIN)/python scripts/bench_loop_overhead.py
+
+# Rewrite constraints.txt from the packages installed in .venv (after changing requirements*.txt: install the
+# new packages into .venv first, e.g. .venv/bin/pip install -r requirements-dev.txt -c constraints.txt NEWPKG).
+lock:
+	$(BIN)/python scripts/refresh_lock.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

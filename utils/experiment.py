@@ -14,6 +14,7 @@ from utils import distributed
 from utils.atomic import OutputError, check_output_dir, remove_stale_temporaries, write_json
 from utils.config import Config, EvalConfig
 from utils.errors import UserError
+from utils.loggers import check_available as check_logger, make_logger
 from utils.resources import check_memory
 from utils.results import RunRecorder, environment, new_run_dir
 from utils.seeding import seed_everything
@@ -95,6 +96,7 @@ def _run(config: Config, run_dir: Path | None) -> Path:
             raise UserError(f"--resume: {run_dir} has no {CHECKPOINT} although {done} task(s) completed ({why}); "
                             f"start it again instead")
     _check_feature_cache_path(config.run.feature_cache)
+    check_logger(config.run.logger)
     dataset, model = build(config)
     if config.run.buffer_size:      # a lower bound (a label per item), before anything is allocated
         check_memory(config.run.buffer_size * 8, "--buffer_size", f"a memory of {config.run.buffer_size} items",
@@ -122,6 +124,9 @@ def _loop(config: Config, run_dir: Path, dataset, model, resuming: bool, fresh: 
     recorder.writes = distributed.is_main()       # DDP: the other ranks keep their records in memory only
     recorder.eval_only_tasks = list(getattr(dataset, "eval_only_tasks", []))
     loop = TaskLoop(model, dataset, recorder, checkpoint=config.run.checkpoint, save_models=config.run.save_models)
+    loop.logger = make_logger(config.run.logger if distributed.is_main() else "none", run_dir, config.to_json(),
+                              config.run.wandb_project, config.run.wandb_mode)   # DDP: rank 0 alone logs
+    finished = False
     try:
         if resuming:
             start = 0 if fresh else loop.restore()
@@ -132,6 +137,7 @@ def _loop(config: Config, run_dir: Path, dataset, model, resuming: bool, fresh: 
         if not config.run.quiet and distributed.is_main():
             tqdm.write(f"run directory: {run_dir}")
         loop.run()
+        finished = True
     except Interrupted as stop:
         done = len(recorder.class_il)
         loop.save_checkpoint(run_dir / INTERRUPTED, done, signal=stop.signum)
@@ -156,11 +162,16 @@ def _loop(config: Config, run_dir: Path, dataset, model, resuming: bool, fresh: 
     except OutputError as err:
         raise OutputError(f"{err} (the run directory is under --results_path; earlier files are intact and "
                           f"--resume {run_dir} continues from the last checkpoint)") from None
+    finally:
+        if not finished:                            # the run stops here: flush what was logged
+            loop.logger.close()
     recorder.stats = model.run_stats()
     completed = len(recorder.class_il) == dataset.N_TASKS
     recorder.status = "completed" if completed else "stopped"
     recorder.write()
     recorder.log("end", status=recorder.status)
+    loop.logger.final(recorder.metrics(), len(recorder.class_il))
+    loop.logger.close()
     if distributed.is_main():
         remove_stale_temporaries(run_dir)
         print(recorder.summary_table())                 # also with --quiet, which hides progress only

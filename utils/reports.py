@@ -25,6 +25,7 @@ RESULTS, CONFIG = "results.json", "config.json"
 NOT_A_SETTING = frozenset({
     "seed", "results_path", "data_path", "device", "num_workers", "quiet", "notes", "checkpoint",
     "stop_after", "eval_batch_size", "compute_ece", "eval_ood", "feature_cache", "download", "eval_datasets",
+    "logger", "wandb_project", "wandb_mode",
 })
 #: Option values under which the evaluation batch size changes the numbers, so ``eval_batch_size`` is a setting:
 #: CLAP's batch-wide VGA context (a prediction depends on the other images of its batch) and the per-batch ECE.

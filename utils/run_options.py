@@ -118,3 +118,9 @@ class RunOptions:
     checkpoint: bool = option(True, "save a checkpoint after every task (needed by --resume)")
     quiet: bool = option(False, "no progress bars or per-task lines (the final summary table is still printed)")
     notes: str = option("", "free text stored with the run's config")
+    logger: str = option("none", "also send per-step losses, per-task accuracies and the final metrics to TensorBoard "
+                         "(<run_dir>/tensorboard/) or Weights & Biases (optional packages)",
+                         choices=("none", "tensorboard", "wandb"))
+    wandb_project: str = option("tusk", "the W&B project of --logger wandb")
+    wandb_mode: str = option("online", "--logger wandb: online, or offline (files in <run_dir>/wandb/, uploaded "
+                             "later with wandb sync)", choices=("online", "offline"))

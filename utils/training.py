@@ -23,6 +23,7 @@ from utils.errors import UserError
 from utils.eval_datasets import ExtraColumns
 from utils.eval_modes import IntervalMetrics, export_task_model
 from utils.evaluate import StepEvaluation, evaluate_step
+from utils.loggers import Logger
 from utils.precision import autocast
 from utils.results import RunRecorder
 from utils.seeding import rng_state, set_rng_state
@@ -83,6 +84,7 @@ class TaskLoop:
         self.data_generator = torch.Generator().manual_seed(self.args.seed)
         self.start_task = 0
         self._test_data: dict[int, object] = {}
+        self.logger = Logger()          # --logger (utils/loggers.py); utils/experiment.py sets it
 
     # ---- resume -----------------------------------------------------------------------------
     def checkpoint_path(self) -> Path:
@@ -152,6 +154,7 @@ class TaskLoop:
                     if self.checkpoint:
                         self.save_checkpoint(self.checkpoint_path(), task + 1)
                     self.recorder.publish_row()
+                self.logger.task_end(task, class_il, task_il)
                 if not self.args.quiet and distributed.is_main():
                     seen = [class_il[k] for k in range(task + 1)]
                     seen_t = [task_il[k] for k in range(task + 1)]
@@ -222,6 +225,7 @@ class TaskLoop:
                 if step_each_iter:
                     scheduler.step()
                 step += 1
+                self.logger.step(task, step, loss)
                 if self.interval is not None:
                     self.interval.after_step(task, step)
                 bar.update()
