@@ -42,7 +42,8 @@ def add_launch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--launcher", choices=("local", "slurm"), default="local")
     p.add_argument("--jobs", type=int, default=1, help="local: cells run at once (default 1)")
     p.add_argument("--partition", default=None, help="slurm: the partition (default: the cluster's)")
-    p.add_argument("--gpus_per_job", type=int, default=1, help="slurm: GPUs per cell (default 1)")
+    p.add_argument("--gpus_per_job", type=int, default=1, help="slurm: GPUs per cell (default 1; above 1 the cell "
+                   "runs under torchrun, one DDP process per GPU)")
     p.add_argument("--cpus_per_job", type=int, default=8, help="slurm: CPUs per cell (default 8)")
     p.add_argument("--mem_gb", type=int, default=None, help="slurm: memory per cell in GB (default: the cluster's)")
     p.add_argument("--time", type=int, default=1440, help="slurm: minutes per job before it is stopped, saved and "
@@ -97,7 +98,8 @@ def launch(cells: list[dict], args, out=print) -> int:
         executor = sweep.submitit_executor(args.results_path, args.submitit_cluster, args.partition,
                                            args.gpus_per_job, args.time, args.array_parallelism, args.cpus_per_job,
                                            args.mem_gb)
-        jobs = sweep.submit_slurm(argvs, args.results_path, executor, report)
+        # several GPUs per cell: the run is one DDP run over them (torchrun), not several runs
+        jobs = sweep.submit_slurm(argvs, args.results_path, executor, report, nproc=max(1, args.gpus_per_job))
         for i, job in jobs:
             out(f"[{i + 1}/{n}] submitted as job {job.job_id}: {' '.join(sweep.cell_key(argvs[i]))}")
         if jobs and not args.wait:

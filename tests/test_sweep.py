@@ -182,3 +182,14 @@ def test_preempted_job_requeues_and_resumes(local_sweep, tmp_path):
     assert uninterrupted.returncode == 0
     (direct,) = runs(tmp_path / "direct" / "results").values()
     assert load_results(run_dir)["accuracy_matrix"] == load_results(direct)["accuracy_matrix"]
+
+
+def test_a_cell_with_several_gpus_runs_under_torchrun():
+    """--gpus_per_job G > 1: the cell is one DDP run over the job's G GPUs, not G runs."""
+    one, four = sweep.CellJob(["--model", "er"], "r"), sweep.CellJob(["--model", "er"], "r", nproc=4)
+    assert one.command(["--seed", "0"])[1:] == [str(REPO / "main.py"), "--seed", "0"]
+    assert four.command(["--seed", "0"])[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                                 "4", str(REPO / "main.py"), "--seed", "0"]
+    requeued = four.checkpoint().function                             # preemption: the requeued job
+    assert requeued.nproc == 4 and requeued.argv == ["--model", "er"]
+

@@ -323,17 +323,27 @@ class CellJob:
     argv: list[str]
     results_path: str
     stop_timeout_s: float = 120.0
+    #: processes per cell: above 1 the run is started under torchrun (DDP inside the run, one per GPU of the job)
+    nproc: int = 1
     _proc: Any = field(default=None, repr=False, compare=False)
 
     def __call__(self) -> dict:
         result = run_cell(self.argv, self.results_path, self._execute)
         return result.__dict__
 
+    def command(self, main_argv: list[str]) -> list[str]:
+        """``python main.py ARGS``, or under torchrun with ``nproc`` processes on the job's node."""
+        if self.nproc > 1:
+            return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                    str(self.nproc), str(REPO / "main.py"), *main_argv]
+        return [sys.executable, str(REPO / "main.py"), *main_argv]
+
     def _execute(self, main_argv: list[str], log: Path) -> int:
         with open(log, "a") as fh:
-            fh.write(f"$ python main.py {' '.join(main_argv)}\n")
+            launcher = f"torchrun --standalone --nproc_per_node {self.nproc}" if self.nproc > 1 else "python"
+            fh.write(f"$ {launcher} main.py {' '.join(main_argv)}\n")
             fh.flush()
-            self._proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *main_argv], cwd=str(REPO),
+            self._proc = subprocess.Popen(self.command(main_argv), cwd=str(REPO),
                                           stdout=fh, stderr=subprocess.STDOUT, preexec_fn=_ignore_preemption_signal)
             try:
                 # poll, not wait(): wait() holds the Popen's lock while it blocks, and the preemption handler
@@ -357,7 +367,8 @@ class CellJob:
     def checkpoint(self, *args, **kwargs):
         import submitit
         self.stop()
-        return submitit.helpers.DelayedSubmission(CellJob(list(self.argv), self.results_path, self.stop_timeout_s))
+        return submitit.helpers.DelayedSubmission(CellJob(list(self.argv), self.results_path, self.stop_timeout_s,
+                                                          self.nproc))
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -391,7 +402,8 @@ def submitit_executor(results_path: str, cluster: str, partition: str | None, gp
     return executor
 
 
-def submit_slurm(argvs: Sequence[list[str]], results_path: str, executor, report: Callable[[int, CellResult], None]):
+def submit_slurm(argvs: Sequence[list[str]], results_path: str, executor, report: Callable[[int, CellResult], None],
+                 nproc: int = 1):
     """Submit the cells that are not done as one job array; returns ``[(cell index, job)]``."""
     index = index_runs(results_path)
     pending = []
@@ -408,7 +420,7 @@ def submit_slurm(argvs: Sequence[list[str]], results_path: str, executor, report
     jobs = []
     with executor.batch():
         for i in pending:
-            jobs.append((i, executor.submit(CellJob(list(argvs[i]), str(results_path)))))
+            jobs.append((i, executor.submit(CellJob(list(argvs[i]), str(results_path), nproc=nproc))))
     return jobs
 
 
