@@ -23,6 +23,9 @@ Images (what ``--ref_dataset NAME`` will name):
   in ``<data_path>/conceptual_captions/Validation_GCC-1.1.0-Validation_output.csv`` (``title<TAB>filepath`` rows,
   paths relative to that folder): ZSCL's class-incremental reference images (``cil/continual_clip/cc.py``). All the
   listed images by default; ``n`` draws that many (seeded).
+* the distribution-shift sets (``datasets/distribution_shifts.py``), their test images as reference images:
+  ``imagenet-a``, ``imagenet-r``, ``imagenet-sketch``, ``imagenet-v2``, ``objectnet``, ``imagenet-vid-robust``,
+  ``ytbb-robust``, ``fmow``, ``iwildcam``.
 
 Sentences (what ``--ref_sentences NAME`` will name):
 

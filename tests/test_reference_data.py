@@ -195,10 +195,12 @@ def test_random_sentences_are_1000_seeded_sequences_of_10_tokens():
 
 # ---- the registry ----------------------------------------------------------------------------------------
 def test_registry_lists_names_and_unknown_names_say_the_closest():
-    assert set(REFERENCE_IMAGES) == {"synth-pretrain", "imagenet", "conceptual_captions"}
+    shift_sets = {"imagenet-a", "imagenet-r", "imagenet-sketch", "imagenet-v2", "objectnet", "imagenet-vid-robust",
+                  "ytbb-robust", "fmow", "iwildcam"}          # the distribution-shift sets (datasets/distribution_shifts.py)
+    assert set(REFERENCE_IMAGES) == {"synth-pretrain", "imagenet", "conceptual_captions", *shift_sets}
     assert set(REFERENCE_SENTENCES) == {"synth-captions", "conceptual_captions", "random"}
     message = one_line_error("unknown reference image set 'imagenett'", create_reference_images, "imagenett")
-    assert "Did you mean 'imagenet'?" in message and "conceptual_captions, imagenet, synth-pretrain" in message
+    assert "Did you mean 'imagenet'?" in message and "conceptual_captions, fmow, imagenet, imagenet-a" in message
     message = one_line_error("unknown reference sentence set 'synth-caption'", create_reference_sentences,
                              "synth-caption")
     assert "Did you mean 'synth-captions'?" in message and "conceptual_captions, random, synth-captions" in message
