@@ -22,7 +22,8 @@ from datasets.sources import RawDataset
 from datasets.utils.download import Remote, check_local
 from datasets.utils.folders import check_count, class_folders, ensure_extracted, read_file_list, scan_class_folders
 from datasets.utils.image_source import FileImages
-from datasets.utils.imagenet import IMAGENET_TEMPLATES, files_by_wnid, imagenet_r_names, wnid_names
+from datasets.utils.imagenet import (IMAGENET_TEMPLATES, ImageNetClassSubset, files_by_wnid, imagenet_r_names,
+                                     wnid_names)
 from utils.errors import UserError
 
 IMAGENET_R = Remote("https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar", "imagenet-r.tar",
@@ -145,7 +146,7 @@ class ImageNetRMammoth(_ListedImageNetR):
         return [(str(p), int(t)) for p, t in zip(doc["data"], doc["targets"])]
 
 
-class ImageNetRTest(RawDataset):
+class ImageNetRTest(ImageNetClassSubset, RawDataset):
     """All 30,000 ImageNet-R images as one test set, as WiSE-FT evaluates it (its ``ImageNetR``): labels in
     sorted-wnid order (WiSE-FT's ``CLASS_SUBLIST`` order) with CLIP's curated ImageNet names, as WiSE-FT and ZSCL
     prompt it; no training split."""
@@ -163,15 +164,6 @@ class ImageNetRTest(RawDataset):
         self.wnids = class_folders(self.folder)
         check_count(f"ImageNet-R class folders in {self.folder}", len(self.wnids), 200, self.verify_data,
                     f"delete {self.folder} to extract {IMAGENET_R.filename} again")
-
-    @property
-    def imagenet_indices(self) -> list[int]:
-        from datasets.utils.shift_sources import ilsvrc_wnids
-        position = {w: i for i, w in enumerate(ilsvrc_wnids())}
-        return [position[w] for w in self.wnids]
-
-    def imagenet_groups(self) -> list[list[int]]:
-        return [[i] for i in self.imagenet_indices]
 
     def native_class_names(self):
         return wnid_names(self.wnids, self.root)

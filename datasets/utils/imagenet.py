@@ -146,3 +146,22 @@ def files_by_wnid(entries: list[tuple[str, int]], base: Path, listing: Path) -> 
                             f"not the dataset this list was made for")
     return ([str(base / w / n) for w, n in paths], np.asarray(labels, dtype=np.int64),
             [wnid_of[k] for k in range(len(wnid_of))])
+
+
+def ilsvrc_wnids() -> list[str]:
+    """The 1000 ILSVRC2012 wnids in the standard (sorted) label order."""
+    return list(clip_imagenet_names())
+
+
+class ImageNetClassSubset:
+    """A dataset whose classes (``self.wnids``, in label order) are some of ImageNet's 1000."""
+    wnids: list[str]
+
+    @property
+    def imagenet_indices(self) -> list[int]:
+        """Each class's position among ImageNet's 1000 (WiSE-FT's ``class_sublist``, in label order)."""
+        position = {w: i for i, w in enumerate(ilsvrc_wnids())}
+        return [position[w] for w in self.wnids]
+
+    def imagenet_groups(self) -> list[list[int]]:
+        return [[i] for i in self.imagenet_indices]

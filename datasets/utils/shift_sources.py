@@ -23,13 +23,8 @@ from datasets.sources import RawDataset
 from datasets.utils.download import Remote
 from datasets.utils.folders import check_count, class_folders, ensure_extracted, scan_class_folders
 from datasets.utils.image_source import FileImages, ImageSource
-from datasets.utils.imagenet import IMAGENET_TEMPLATES, clip_imagenet_names, wnid_names
+from datasets.utils.imagenet import IMAGENET_TEMPLATES, ImageNetClassSubset, ilsvrc_wnids, wnid_names
 from utils.errors import UserError
-
-
-def ilsvrc_wnids() -> list[str]:
-    """The 1000 ILSVRC2012 wnids in the standard (sorted) label order."""
-    return list(clip_imagenet_names())
 
 
 def no_train_split(name: str) -> UserError:
@@ -45,7 +40,7 @@ def project_imagenet_logits(logits: Tensor, groups: Sequence[Sequence[int]]) -> 
     return torch.stack([logits[:, list(g)].amax(1) for g in groups], dim=1)
 
 
-class ImageNetFolders(RawDataset):
+class ImageNetFolders(ImageNetClassSubset, RawDataset):
     """``<root>/<FOLDER>/<class folder>/<image>``, from ``REMOTE`` (extracted) or put there by hand; the class
     folders are wnids (or, with ``FOLDERS_ARE_LABELS``, ImageNet label numbers ``0``..``999``)."""
 
@@ -82,15 +77,6 @@ class ImageNetFolders(RawDataset):
         else:
             self.wnids = list(self.class_dirs)
         self.names = wnid_names(self.wnids, self.root)          # one-line error for a wnid outside ILSVRC2012
-
-    @property
-    def imagenet_indices(self) -> list[int]:
-        """Each class's position among ImageNet's 1000 (WiSE-FT's ``class_sublist``, in label order)."""
-        position = {w: i for i, w in enumerate(ilsvrc_wnids())}
-        return [position[w] for w in self.wnids]
-
-    def imagenet_groups(self) -> list[list[int]]:
-        return [[i] for i in self.imagenet_indices]
 
     def native_class_names(self):
         return self.names
