@@ -48,6 +48,15 @@ class _ImageNetR(RawDataset):
         """``{split: (paths, native labels)}`` and the wnid of each native label."""
         raise NotImplementedError
 
+    def all_images(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The 200 class folders (sorted wnids) and all 30,000 images with their labels, counts checked."""
+        wnids = class_folders(self.folder)
+        fix = f"delete {self.folder} to extract {IMAGENET_R.filename} again"
+        check_count(f"ImageNet-R class folders in {self.folder}", len(wnids), 200, self.verify_data, fix)
+        paths, labels = scan_class_folders(self.folder, wnids)
+        check_count(f"ImageNet-R images in {self.folder}", len(paths), 30_000, self.verify_data, fix)
+        return wnids, np.asarray(paths), np.asarray(labels, dtype=np.int64)
+
     def native_class_names(self):
         """CLAP4CLIP's and mammoth's names (``datasets/metadata/imagenet_r_classnames.txt``)."""
         return wnid_names(self.wnids, self.root, imagenet_r_names())
@@ -69,12 +78,7 @@ class ImageNetR(_ImageNetR):
     TEST_FRACTION = 0.2
 
     def make_splits(self):
-        wnids = class_folders(self.folder)
-        fix = f"delete {self.folder} to extract {IMAGENET_R.filename} again"
-        check_count(f"ImageNet-R class folders in {self.folder}", len(wnids), 200, self.verify_data, fix)
-        paths, labels = scan_class_folders(self.folder, wnids)
-        check_count(f"ImageNet-R images in {self.folder}", len(paths), 30_000, self.verify_data, fix)
-        paths, labels = np.asarray(paths), np.asarray(labels, dtype=np.int64)
+        wnids, paths, labels = self.all_images()
         rng = np.random.default_rng(self.SPLIT_SEED)
         test = np.zeros(len(labels), dtype=bool)
         for c in range(len(wnids)):
@@ -146,33 +150,23 @@ class ImageNetRMammoth(_ListedImageNetR):
         return [(str(p), int(t)) for p, t in zip(doc["data"], doc["targets"])]
 
 
-class ImageNetRTest(ImageNetClassSubset, RawDataset):
+class ImageNetRTest(ImageNetClassSubset, _ImageNetR):
     """All 30,000 ImageNet-R images as one test set, as WiSE-FT evaluates it (its ``ImageNetR``): labels in
     sorted-wnid order (WiSE-FT's ``CLASS_SUBLIST`` order) with CLIP's curated ImageNet names, as WiSE-FT and ZSCL
     prompt it; no training split."""
 
     NAME = "imagenet_r_test"
-    TEMPLATES = IMAGENET_TEMPLATES
     SPLITS = ("test",)
 
-    def prepare(self):
-        self.folder = ensure_extracted(
-            IMAGENET_R, self.root, FOLDER, self.download, self.verify_data,
-            f"ImageNet-R: '{self.root / FOLDER}' is missing (the unpacked {IMAGENET_R.filename}: "
-            f"{FOLDER}/<wnid>/*.jpg, 200 class folders). Run without --download 0 to fetch {IMAGENET_R.url}, "
-            f"or point --data_path at a folder that contains {FOLDER}/")
-        self.wnids = class_folders(self.folder)
-        check_count(f"ImageNet-R class folders in {self.folder}", len(self.wnids), 200, self.verify_data,
-                    f"delete {self.folder} to extract {IMAGENET_R.filename} again")
+    def make_splits(self):
+        wnids, paths, labels = self.all_images()
+        return {"test": (paths.tolist(), labels)}, wnids
 
     def native_class_names(self):
-        return wnid_names(self.wnids, self.root)
+        return self.clip_class_names()
 
     def load_split(self, split):
         if split != "test":
             from datasets.utils.shift_sources import no_train_split
             raise no_train_split("ImageNet-R")
-        paths, labels = scan_class_folders(self.folder, self.wnids)
-        check_count(f"ImageNet-R images in {self.folder}", len(paths), 30_000, self.verify_data,
-                    f"delete {self.folder} to extract {IMAGENET_R.filename} again")
-        return FileImages(paths), torch.tensor(labels, dtype=torch.long)
+        return super().load_split(split)
