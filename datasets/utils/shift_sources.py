@@ -73,7 +73,8 @@ class ImageNetFolders(ImageNetClassSubset, RawDataset):
             if bad:
                 raise UserError(f"{self.TITLE}: {self.folder / bad[0]} is not an ImageNet label folder (0..999)")
             self.class_dirs = sorted(self.class_dirs, key=int)
-            self.wnids = [ilsvrc_wnids()[int(d)] for d in self.class_dirs]
+            every = ilsvrc_wnids()
+            self.wnids = [every[int(d)] for d in self.class_dirs]
         else:
             self.wnids = list(self.class_dirs)
         self.names = wnid_names(self.wnids, self.root)          # one-line error for a wnid outside ILSVRC2012
