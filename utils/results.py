@@ -50,6 +50,9 @@ def new_run_dir(results_path: str, dataset: str, model: str) -> Path:
 
 
 def environment() -> dict[str, Any]:
+    """What a rerun must match for identical numbers: packages, and torch's CPU thread count (training from scratch
+    on the CPU, e.g. ER's small CNN, ends points apart with 1 and 2 threads)."""
+    import torch
     versions = {}
     for name in PACKAGES:
         try:
@@ -57,7 +60,7 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {"python": platform.python_version(), "platform": platform.platform(),
-            "packages": versions, "git_commit": _git_commit()}
+            "packages": versions, "torch_threads": torch.get_num_threads(), "git_commit": _git_commit()}
 
 
 def _git_commit() -> str | None:
