@@ -39,6 +39,10 @@ class ClipOptions:
     quick_gelu: Optional[bool] = option(None, "force QuickGELU activations (OpenAI-trained weights need them; "
                                         "default: the pretrained tag's own setting, on for openai; on for local "
                                         "checkpoints of OpenAI model names)")
+    logit_scale: Optional[float] = option(None, "the temperature s of every CLIP logit s * cos(image, text); default "
+                                          "the weights' own logit_scale.exp(), as the released codes read it (100 "
+                                          "for OpenAI's weights, 27.1 for micro-clip's); a number fixes it (100: "
+                                          "Tusk's behaviour on micro-clip before 2026-12)", min=1e-3, max=1e4)
 
 
 def canonical_clip_name(name: str) -> str:
@@ -85,6 +89,8 @@ class ClipBackbone(nn.Module):
         self.pil_preprocess = pil_preprocess
         self.embed_dim = int(model.text_projection.shape[1])
         self.encoder_calls = 0
+        #: ``--logit_scale``: a fixed temperature instead of the weights' own (``None``).
+        self.fixed_scale: float | None = None
         self.model.requires_grad_(False).eval()
 
     # ---- preprocessing ---------------------------------------------------------------------------
@@ -141,6 +147,12 @@ class ClipBackbone(nn.Module):
     def logit_scale(self) -> Tensor:
         return self.model.logit_scale.exp()
 
+    @property
+    def scale(self) -> float:
+        """The temperature methods multiply cosines by: ``--logit_scale`` if given, else the weights' own
+        ``logit_scale.exp()`` (never trained by any method, so reading it once per run is exact)."""
+        return float(self.fixed_scale) if self.fixed_scale is not None else float(self.logit_scale)
+
     def train(self, mode: bool = True) -> "ClipBackbone":
         """The pretrained model stays in eval mode (no dropout/BN updates) whatever the method does."""
         super().train(mode)
@@ -165,6 +177,7 @@ def create_clip(name: str, options: ClipOptions | None = None, load: str | None 
         _create_open_clip(name, canonical, options, weights=weights)
     if load is not None:
         load_clip_file(clip, load)
+    clip.fixed_scale = options.logit_scale
     return clip
 
 

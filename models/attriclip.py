@@ -21,7 +21,6 @@ default) with every class name, so it is far slower than CoOp; a full seq-synth 
 
 Deviations from the reference:
 - The backbone is whatever ``--backbone`` says (the original hard-codes ViT-L/14 in fp16).
-- Logits use the fixed scale 100, as the other CLIP methods here.
 - The orthogonality term encodes each attribute as ``[SOS] P_i . [EOS]`` instead of the original's ``P_i``
   followed by literal 'x' filler tokens.
 - Matching/orthogonality weights 0.7/0.3 are mammoth's; the original code used 0.5/0.1 (``--matching_weight
@@ -73,12 +72,12 @@ class Attriclip(BatchScaledWarmupCosine, PromptedClip):
             first = 0
             inputs, labels = self.with_replay(inputs, labels)
         out = self.prompt(inputs, self.n_seen_classes, first)
-        logits = prompt_logits(out)
+        logits = prompt_logits(out, self.logit_scale)
         logits.register_hook(_flush_denormals)
         return self.loss(logits, labels) + out.aux_loss
 
 
 def _flush_denormals(grad):
-    """CE at logit scale 100 gives class probabilities down to e^-150, i.e. denormal floats, which make the
-    CPU matmuls of the text encoder's backward ~8x slower; zeroing them changes no update measurably."""
+    """CE at logit scale 100 (OpenAI's weights) gives class probabilities down to e^-150, i.e. denormal floats,
+    which make the CPU matmuls of the text encoder's backward ~8x slower; zeroing them changes no update measurably."""
     return grad.masked_fill(grad.abs() < torch.finfo(grad.dtype).tiny, 0)

@@ -8,19 +8,19 @@ task's end, on the frozen image embeddings of the task's training images (the fe
 2. class-specific prompts of every seen class are aligned on synthetic embeddings only: each epoch draws
    ``--cgil_samples_per_class`` (256) fresh samples per seen class from the kept generators, shuffled into batches
    of ``--batch_size_alignment`` (128); per batch the keys of all seen classes are re-encoded and trained with
-   cross-entropy over the seen classes at logit scale 100 (``--optim_alignment`` AdamW, lr
+   cross-entropy over the seen classes at the logit scale s (``--optim_alignment`` AdamW, lr
    ``--learning_rate_alignment``, weight decay ``--optim_alignment_wd`` 0, ``--num_epochs_alignment`` epochs, a
    fresh optimiser each task); the prompts are ``models/utils/cgil_prompts.py``'s (a learned token and a token
    generated from the class's zero-shot text embedding by a shared MLP);
 3. the VAE encoders are dropped: only the decoders (and each class's normalisation statistics) are kept.
 
-At test time it is a cosine classifier, 100 x cos(image, key), over the seen classes' prompted keys (computed once
-after each alignment). Classes not trained yet (``--eval_future 1``) are scored with their zero-shot text
-embedding ``t_c`` of "a photo of a <name>": ``--cgil_future_keys raw`` (mammoth's ``future_forward``) leaves it
-unnormalised, so an untrained class's logit is ``100 |t_c| cos`` against the trained classes' ``100 cos``
-(micro-clip's |t_c| is about 17-21, so a future-task image is then classified among the untrained classes only);
-``normalized`` scores every class by its cosine. ``future_transfer`` (CGIL's metric, ``utils/metrics.py``) is
-recorded with ``--eval_future 1``.
+At test time it is a cosine classifier, s x cos(image, key) (s the weights' ``logit_scale.exp()``), over the seen
+classes' prompted keys (computed once after each alignment). Classes not trained yet (``--eval_future 1``) are
+scored with their zero-shot text embedding ``t_c`` of "a photo of a <name>": ``--cgil_future_keys raw`` (mammoth's
+``future_forward``) leaves it unnormalised, so an untrained class's logit is ``s |t_c| cos`` against the trained
+classes' ``s cos`` (micro-clip's |t_c| is about 17-21, so a future-task image is then classified among the untrained
+classes only); ``normalized`` scores every class by its cosine. ``future_transfer`` (CGIL's metric,
+``utils/metrics.py``) is recorded with ``--eval_future 1``.
 
 ``results.json``'s ``stats.cgil_memory`` gives the bytes kept per class (decoder weights and statistics, fp32)
 and the rehearsal memory of the same bytes: images (uint8 RGB at the dataset's image size) and cached fp32
@@ -30,8 +30,7 @@ The reference is mammoth's ``models/cgil.py`` with ``models/cgil_utils/{cgil_uti
 (HEAD e75a491); defaults are its argument defaults, ``--model_config best`` its per-dataset README commands.
 
 Deviations from the reference:
-- The backbone is whatever ``--backbone`` says (micro-clip by default; mammoth: ViT-L/14 in fp32) and the logit
-  scale is 100 for every backbone (mammoth: the model's ``logit_scale.exp()``, 100 for OpenAI weights).
+- The backbone is whatever ``--backbone`` says (micro-clip by default; mammoth: ViT-L/14 in fp32).
 - A task's VAEs are fitted together as one batched model (same per-class computation: Adam state, step count,
   shuffling, noise and skipped one-item batches per class; tested against class-by-class fits); the randomness is
   seeded per class and run (mammoth: the global RNG, one class after the other), so runs are identical for the
@@ -63,7 +62,7 @@ from tqdm.auto import tqdm
 from models.utils.cgil_generators import (GENERATORS, KINDS, REPARAM, GaussianGenerators, MixtureGenerators,
                                           RealFeatures, VaeConfig, VaeDecoders, fit_vaes)
 from models.utils.cgil_prompts import MLP_BN, CgilPrompts
-from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from models.utils.clip_model import ClipModel
 from utils.options import option
 from utils.precision import autocast
 
@@ -140,7 +139,7 @@ class Cgil(ClipModel):
         return self._keys
 
     def forward(self, x):
-        return ZERO_SHOT_SCALE * F.normalize(self.image_features(x), dim=-1) @ self.keys().T
+        return self.logit_scale * F.normalize(self.image_features(x), dim=-1) @ self.keys().T
 
     # ---- end of task: fit, align, keep the decoders ------------------------------------------------------------
     def end_task(self, dataset):
@@ -212,7 +211,7 @@ class Cgil(ClipModel):
                 for start in range(0, labels.shape[0], bs):
                     idx = order[start:start + bs]
                     optimizer.zero_grad()
-                    logits = ZERO_SHOT_SCALE * F.normalize(feats[idx], dim=-1) @ self.prompt.keys(n_seen).T
+                    logits = self.logit_scale * F.normalize(feats[idx], dim=-1) @ self.prompt.keys(n_seen).T
                     loss = F.cross_entropy(logits, labels[idx])
                     loss.backward()
                     optimizer.step()

@@ -2,11 +2,11 @@
 
 For the classes of task i, the class features t (from ``--prompt hand|coop|maple|attriclip``) are
 corrected by visual-guided attention, t~ = t + VGA(t | images), and task i's own head gives a
-distribution q_i = N(mu(t~), sigma(t~)^2). Logits are 100 * <image, t~ + z> for T = ``--forward_times``
-samples z ~ q_i (not re-normalised, as the original), concatenated over tasks; training minimises
-cross-entropy over all samples + ``--kl_weight`` KL(q_i || N(0, I)) + ``--beta`` LASP (the
-cross-entropy of the similarities between each class's template-mean text features and the mean
-samples of every class of the task); predictions average the T logits before the softmax.
+distribution q_i = N(mu(t~), sigma(t~)^2). Logits are s * <image, t~ + z> (s: CLIP's logit scale) for
+T = ``--forward_times`` samples z ~ q_i (not re-normalised, as the original), concatenated over tasks; training
+minimises cross-entropy over all samples + ``--kl_weight`` KL(q_i || N(0, I)) + ``--beta`` LASP (the cross-entropy
+of the similarities between each class's template-mean text features and the mean samples of every class of the
+task); predictions average the T logits before the softmax.
 
 The recipe of the paper's README (``--use-vga --expandable-adapter --lasp --beta 15 --variational
 --finetuning --method er``), as its code runs it (``classifier/continual_clip_variational.py`` and, for
@@ -64,7 +64,7 @@ from torch import Tensor, nn
 from models.utils.batch_scaled_lr import BatchScaledWarmupCosine
 from models.utils.clap_modules import ORIGINAL_FFN, VariationalHead, VisualGuidedAttention, gaussian_kl, \
     task_block_mask, template_statistics
-from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from models.utils.clip_model import ClipModel
 from models.utils.memory_replay import REPLAY_MODES, MemoryReplay
 from models.utils.prompt_learners import CoopPrompts, HandCraftedPrompts, PromptLearner
 from utils.augment import HorizontalFlipViews
@@ -239,16 +239,16 @@ class Clap4clip(MemoryReplay, BatchScaledWarmupCosine, ClipModel):
         return out.image, parts, out.aux_loss
 
     def sample_logits(self, image: Tensor, t: Tensor, mu: Tensor, sigma: Tensor | None, noise: Tensor) -> Tensor:
-        """(T, B, C) logits 100 <image, t + mu + sigma * noise_s> without materialising (T, B, C, D)."""
+        """(T, B, C) logits s <image, t + mu + sigma * noise_s> without materialising (T, B, C, D)."""
         mean = t + mu
         base = image @ mean.T if mean.ndim == 2 else torch.einsum("bd,bcd->bc", image, mean)
         if sigma is None:
-            return ZERO_SHOT_SCALE * base[None]
+            return self.logit_scale * base[None]
         if sigma.ndim == 2:
             spread = torch.einsum("bd,cd,tcd->tbc", image, sigma, noise)
         else:
             spread = torch.einsum("bcd,tcd->tbc", image[:, None] * sigma, noise)
-        return ZERO_SHOT_SCALE * (base[None] + spread)
+        return self.logit_scale * (base[None] + spread)
 
     def noise(self, start: int, size: int, dim: int, train: bool) -> Tensor:
         """(T, C_i, D) standard-normal noise for classes ``start .. start+size``: fresh when training,

@@ -19,14 +19,13 @@ Deviations from the reference:
   torch's at 0.
 - ``--replay batch`` restores Tusk's earlier replay (one memory batch per stream batch, any memory kind).
 - Flips need ``--feature_views 2`` (``--augmentation flip``); selection scores unflipped images.
-- The logit scale is 100 (the original: the model's ``logit_scale.exp()``, 100 for OpenAI weights).
 """
 from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import nn
 
-from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from models.utils.clip_model import ClipModel
 from models.utils.memory_replay import REPLAY_MODES, MemoryReplay
 from utils.augment import HorizontalFlipViews
 from utils.options import option
@@ -81,7 +80,7 @@ class ClipAdapter(MemoryReplay, ClipModel):
         f = self.image_features(x)
         r = self.opts.adapter_ratio
         f = F.normalize(r * self.adapter(f) + (1 - r) * f, dim=-1)
-        return ZERO_SHOT_SCALE * f @ self.text_weights.T
+        return self.logit_scale * f @ self.text_weights.T
 
     def seen_loss(self, inputs, labels):
         return self.loss(self.forward(inputs)[:, :self.n_seen_classes], labels)

@@ -20,7 +20,7 @@ Deviations from the reference:
 - CLAP4CLIP's own CoOp baseline was released as bytecode only, so whether its tables' CoOp used a memory is not
   known: the ``best`` config has none (add ``--buffer_size``).
 - No random-resized-crop: cached features see the test transform (``--feature_views`` caches the dataset's
-  augmentation); the logit scale is 100 (CoOp: the model's ``logit_scale.exp()``, 100 for OpenAI weights).
+  augmentation).
 """
 from dataclasses import dataclass
 

@@ -14,8 +14,9 @@ Options:
 - ``--train_mode whole|image|text|image-fc|image-fc-fixed|fc`` (default whole): what trains. whole: both encoders;
   image: the image encoder (``visual.*``); text: the text encoder (``token_embedding``, ``positional_embedding``,
   ``transformer.*``, ``ln_final``, ``text_projection``); image-fc: the image encoder and a linear head (``head``)
-  over normalised image features for all classes, initialised as 100 x the zero-shot classifier; image-fc-fixed: the
-  image encoder under that head, frozen; fc: the head only. ``logit_scale`` never trains (the scale is 100).
+  over normalised image features for all classes, initialised as s x the zero-shot classifier; image-fc-fixed: the
+  image encoder under that head, frozen; fc: the head only. ``logit_scale`` never trains (s = its ``exp()``, 100
+  for OpenAI's weights, or ``--logit_scale``).
 - ``--ls`` label smoothing (default 0.0), ``--warmup_iters`` (default 100).
 - the weight-space options, all off by default: ``--wise_merge [0.8] --wise_ft_model prev|zeroshot`` (WiSE-FT,
   ZSCL's ``WiSE_finetune.sh``), ``--we --avg_freq 100``, ``--we_wise [0.98]``, ``--moving_avg [0.999]
@@ -43,8 +44,6 @@ Deviations from the reference:
 - The fc modes are in the framework's README but not in ZSCL's ``finetune.py`` (its ``finetune_fc.py`` is dead
   code); the head is WiSE-FT's zero-shot ``ClassificationHead`` (normalised input, weight = logit scale x the
   template-ensemble classifier, zero bias), which ZSCL's ``modeling.py`` comes from.
-- The logit scale is 100 (``ZERO_SHOT_SCALE``) for every backbone: ZSCL uses the model's never-trained
-  ``logit_scale.exp()``, which is 100 for OpenAI weights (micro-clip's own is 37.9).
 - ZSCL runs ``iterations + 1`` steps, the last at lr 0 (no weight changes); ``--n_iters N`` runs N, the same
   weights. One lr for every task: ZSCL's MTIL script raises it to 5e-5 for Aircraft and MNIST.
 - CLIP stays in eval mode while it trains (ZSCL's ``model.train()`` only changes BatchNorm statistics, of

@@ -20,7 +20,7 @@ Deviations from the reference:
 - Batch 32 and 1 epoch per task where MaPLe trains few-shot with batch 4 for 5 epochs; no warm-up by default
   (MaPLe: 1 epoch at a constant 1e-5: ``--warmup_epochs 1``).
 - The prompt depth is clamped to the shallower encoder (micro-clip's text encoder has 3 layers).
-- No random-resized-crop or flip (images go through CLIP's test preprocessing); the logit scale is 100.
+- No random-resized-crop or flip (images go through CLIP's test preprocessing).
 """
 from dataclasses import dataclass
 

@@ -1,18 +1,17 @@
 """Continual-CLIP (Thengane et al., 2022): zero-shot CLIP, no training at all.
 
 Each class is the mean of its L2-normalised template embeddings, re-normalised; logits are
-100 * cos(image, class) over every class seen so far (and over future ones with --eval_future).
+s * cos(image, class), s the weights' ``logit_scale.exp()`` (``--logit_scale``), over every class seen so far
+(and over future ones with --eval_future).
 The reference is CLAP4CLIP's ``clclip`` (Continual-CLIP with template ensembles).
 
 Deviations from the reference:
-- The logit scale is 100 for every backbone (CLAP4CLIP: the model's ``logit_scale.exp()``, 100 for OpenAI
-  weights); predictions are unchanged (argmax), calibration and energy scores differ for other backbones.
 - Continual-CLIP itself (Thengane et al.) used one template per dataset, no ensemble; the dataset's templates
   decide here (one template reproduces it).
 """
 import torch.nn.functional as F
 
-from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from models.utils.clip_model import ClipModel
 
 
 class ZeroshotClip(ClipModel):
@@ -28,4 +27,4 @@ class ZeroshotClip(ClipModel):
         return 0.0
 
     def forward(self, x):
-        return ZERO_SHOT_SCALE * F.normalize(self.image_features(x), dim=-1) @ self.text_weights.T
+        return self.logit_scale * F.normalize(self.image_features(x), dim=-1) @ self.text_weights.T

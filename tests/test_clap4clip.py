@@ -177,10 +177,12 @@ def test_sampled_logits_and_lasp_match_naive_references(cache_dir):
     image, t, mu, sigma = F.normalize(torch.randn(b, d), dim=-1), torch.randn(b, c, d), torch.randn(b, c, d), \
         torch.rand(b, c, d)
     eps = torch.randn(4, c, d)
-    naive = 100 * torch.einsum("bd,tbcd->tbc", image, t + mu + sigma * eps[:, None])
+    s = model.logit_scale                                  # the weights' own (micro-clip: 27.1)
+    assert s == pytest.approx(model.clip.model.logit_scale.exp().item())
+    naive = s * torch.einsum("bd,tbcd->tbc", image, t + mu + sigma * eps[:, None])
     assert torch.allclose(model.sample_logits(image, t, mu, sigma, eps), naive, atol=1e-3)
     shared = model.sample_logits(image, t[0], mu[0], sigma[0], eps)
-    assert torch.allclose(shared, 100 * torch.einsum("bd,tcd->tbc", image, t[0] + mu[0] + sigma[0] * eps), atol=1e-3)
+    assert torch.allclose(shared, s * torch.einsum("bd,tcd->tbc", image, t[0] + mu[0] + sigma[0] * eps), atol=1e-3)
     # LASP: the closed form equals the mean over samples and templates of <P[c, k], z_s[c']>
     texts, owner = model.prompts(range(c))
     P = F.normalize(model.encode_prompts(texts), dim=-1).view(c, -1, d)

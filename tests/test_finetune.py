@@ -17,6 +17,7 @@ from models.finetune import Finetune
 from models.utils.finetune_clip import TRAIN_MODES
 from utils.atomic import load_torch
 from utils.config import parse_config
+from utils.errors import UserError
 from utils.experiment import run_experiment
 from utils.results import RunRecorder
 from utils.schedulers import zscl_cosine
@@ -93,6 +94,24 @@ def test_each_mode_starts_as_zero_shot_and_trains_exactly_its_parameters(cache_d
     assert not torch.allclose(after, zero_shot_logits, atol=1e-3)
     if not TRAIN_MODES[mode].head:
         assert torch.equal(model.eval_classifier(), model.zero_shot_weights())
+
+
+def test_the_logit_scale_is_the_weights_own_unless_fixed(cache_dir, zero_shot_logits):
+    """As the released codes (CoOp, CLAP4CLIP, ZSCL, mammoth), logits are logit_scale.exp() x cos: micro-clip's own
+    27.1, not OpenAI's 100; ``--logit_scale`` fixes it, for every method and the head of the fc modes alike."""
+    own = make_method("zeroshot-clip", SMALL, "--feature_cache", str(cache_dir))[1]
+    weights_own = own.clip.model.logit_scale.exp().item()
+    assert own.logit_scale == pytest.approx(weights_own) and 20 < weights_own < 40
+    dataset, fixed = make(cache_dir, "--train_mode", "fc", "--logit_scale", "100")
+    fixed.eval()
+    test = next(dataset.task_data(list(range(10)), "test").batches(1000))["inputs"]
+    with torch.no_grad():
+        assert fixed.logit_scale == 100.0
+        assert torch.allclose(fixed(test), zero_shot_logits * (100.0 / weights_own), atol=1e-3)
+        assert torch.allclose(fixed.head.weight.norm(dim=1), torch.full((fixed.head.out_features,), 100.0))
+    for bad in ("nan", "0", "-5"):
+        with pytest.raises(UserError, match="--logit_scale"):
+            parse_config(["--model", "finetune", *SMALL, "--logit_scale", bad])
 
 
 def test_the_eval_classifier_is_kept_until_a_step_changes_the_weights(cache_dir, monkeypatch):

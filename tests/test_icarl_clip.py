@@ -161,13 +161,15 @@ def test_best_config_on_mtil_is_zscls_icarl():
 
 @pytest.mark.slow
 def test_icarl_clip_forgets_less_than_finetune(tmp_path):
-    """synth-mtil, 10 training / 10 test images per class, 20 steps per task at lr 1e-4, batch 16, --ls 0.2, a memory
-    of 140 (20 per task at the end). Measured on seeds 0, 1, 2, task-IL: BWT finetune -4.72 / -4.48 / -4.16,
-    icarl-clip -1.64 / -0.56 / -0.67; Last 38.15 / 37.79 / 38.48 against 39.96 / 40.09 / 40.57 (Transfer also rose,
-    by 1.3-2.3). The margins asserted are about half the smallest gap measured."""
+    """synth-mtil, 10 training / 10 test images per class, 60 steps per task at lr 1e-4, batch 16, --ls 0.2, a memory
+    of 140 (20 per task at the end). Measured on seeds 0, 1, 2, task-IL: BWT finetune -6.77 / -9.01 / -8.35,
+    icarl-clip -3.14 / -2.81 / -2.60; Last 41.52 / 39.98 / 41.08 against 43.38 / 43.38 / 43.31 (Transfer also rose,
+    by 3.4-3.7). The margins asserted are about half the smallest gap measured. (At micro-clip's own logit scale,
+    27.1, 20 steps hardly make finetune forget, BWT -0.97 on seed 0, so there is nothing to show; 20 steps were
+    enough at the fixed scale 100 used before.)"""
     def metrics(model, *argv):
         config, _ = parse_config(["--model", model, "--dataset", "synth-mtil", "--seed", "0", "--synth_train_per_class",
-                                  "10", "--synth_test_per_class", "10", "--n_iters", "20", "--batch_size", "16", "--lr",
+                                  "10", "--synth_test_per_class", "10", "--n_iters", "60", "--batch_size", "16", "--lr",
                                   "1e-4", "--warmup_iters", "2", "--ls", "0.2", "--eval_future", "1", "--quiet", "1",
                                   "--checkpoint", "0", "--feature_cache", "off", "--results_path", str(tmp_path),
                                   *argv])
@@ -175,5 +177,5 @@ def test_icarl_clip_forgets_less_than_finetune(tmp_path):
 
     finetune = metrics("finetune")
     icarl = metrics("icarl-clip", "--buffer_size", "140")
-    assert icarl["bwt"] > finetune["bwt"] + 1.5, (icarl["bwt"], finetune["bwt"])
+    assert icarl["bwt"] > finetune["bwt"] + 1.8, (icarl["bwt"], finetune["bwt"])
     assert icarl["mtil"]["last"] > finetune["mtil"]["last"] + 0.9, (icarl["mtil"], finetune["mtil"])

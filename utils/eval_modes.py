@@ -245,9 +245,8 @@ def _read_image(path: str):
 @torch.no_grad()
 def single_image_top_k(clip, image_path: str, class_names: list[str], device: torch.device, k: int = TOP_K
                        ) -> list[tuple[str, float]]:
-    """The ``k`` most probable of ``class_names`` for one image: softmax over 100 x cos(image, 'a photo of a
-    {name}.'), the scale every CLIP method here uses."""
-    from models.utils.clip_model import ZERO_SHOT_SCALE
+    """The ``k`` most probable of ``class_names`` for one image: softmax over s x cos(image, 'a photo of a
+    {name}.'), s the logit scale every CLIP method here uses (``ClipBackbone.scale``)."""
     from torchvision.transforms.functional import to_tensor
     image = _read_image(image_path)
     if clip.pil_preprocess is not None:        # open_clip's own transform for PIL images
@@ -258,7 +257,7 @@ def single_image_top_k(clip, image_path: str, class_names: list[str], device: to
     image_f = F.normalize(clip.encode_image(x).float(), dim=-1)
     text_f = F.normalize(clip.encode_text(clip.tokenize([SINGLE_TEMPLATE.format(n) for n in class_names])).float(),
                          dim=-1)
-    probs = (ZERO_SHOT_SCALE * image_f @ text_f.T).softmax(-1)[0]
+    probs = (clip.scale * image_f @ text_f.T).softmax(-1)[0]
     top = probs.topk(min(k, len(class_names)))
     return [(class_names[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
 

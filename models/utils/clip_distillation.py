@@ -3,9 +3,9 @@
 its LwF and LwF-VR scripts also run, with another teacher and other reference data).
 
 Each training step adds, to ``finetune``'s cross-entropy, a distillation of a frozen *teacher* CLIP into the model
-on a batch of *reference images* and a set of *reference sentences*. With f the L2-normalised features, s = 100
-(``ZERO_SHOT_SCALE``), i / ī the student's / teacher's features of the B reference images and t̄ the teacher's
-features of the N reference sentences:
+on a batch of *reference images* and a set of *reference sentences*. With f the L2-normalised features, s the
+logit scale (the weights' ``logit_scale.exp()``, as ZSCL: 100 for OpenAI's), i / ī the student's / teacher's
+features of the B reference images and t̄ the teacher's features of the N reference sentences:
 
 - ``logits_student = s * i @ t.T`` and ``logits_teacher = s * ī @ t̄.T`` (B x N), where t is t̄ by default
   (``--text_distill_target teacher``, ZSCL's code: the distillation then reaches the student's image tower only) or
@@ -44,7 +44,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.lwf import distillation_loss
-from models.utils.clip_model import ZERO_SHOT_SCALE
 from models.utils.finetune_clip import FinetuneClipModel, FinetuneOptions
 from models.utils.frozen_net import FrozenNet
 from utils.errors import UserError
@@ -95,10 +94,11 @@ class PositionFeatures:
 
 
 def distillation_terms(student_img: Tensor, teacher_img: Tensor, teacher_txt: Tensor, student_txt: Tensor,
-                       temperature: float) -> tuple[Tensor, Tensor]:
-    """ZSCL's (image loss, text loss) from normalised features: image rows over sentences, and transposed."""
-    student = ZERO_SHOT_SCALE * student_img.float() @ student_txt.float().T
-    teacher = ZERO_SHOT_SCALE * teacher_img.float() @ teacher_txt.float().T
+                       temperature: float, scale: float) -> tuple[Tensor, Tensor]:
+    """ZSCL's (image loss, text loss) from normalised features: image rows over sentences, and transposed, both
+    at logit scale ``scale``."""
+    student = scale * student_img.float() @ student_txt.float().T
+    teacher = scale * teacher_img.float() @ teacher_txt.float().T
     return (distillation_loss(student, teacher, temperature),
             distillation_loss(student.T, teacher.T, temperature))
 
@@ -191,7 +191,7 @@ class DistillationClipModel(FinetuneClipModel):
             student_txt = F.normalize(self.clip.encode_text(self.reference_tokens().to(self.device)).float(), dim=-1)
         else:
             student_txt = teacher_txt
-        image, text = distillation_terms(student_img, teacher_img, teacher_txt, student_txt, o.T)
+        image, text = distillation_terms(student_img, teacher_img, teacher_txt, student_txt, o.T, self.logit_scale)
         return (o.image_loss_weight * image if o.image_loss else 0) + (o.text_loss_weight * text if o.text_loss else 0)
 
     # ---- training -------------------------------------------------------------------------------

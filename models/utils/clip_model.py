@@ -19,9 +19,6 @@ from models.utils.continual_model import ContinualModel
 from utils.feature_cache import FeatureCache, TextFeatureCache, default_cache_dir
 from utils.precision import autocast, resolve_precision
 
-#: Zero-shot logits are 100 * cos(image, text), CLIP's trained temperature for OpenAI weights.
-ZERO_SHOT_SCALE = 100.0
-
 
 def feature_cache_for(args) -> FeatureCache:
     if args.feature_cache == "off":
@@ -36,7 +33,7 @@ class ClipModel(ContinualModel):
     #: The image tower is never trained, so its features can be cached.
     FROZEN_IMAGE_ENCODER: ClassVar[bool] = True
     #: Whether ``--eval_datasets`` can score this method on other datasets during training: its predictions are
-    #: ``100 * cos(image features, template-ensemble text features)`` (zero-shot CLIP, the ZSCL family), so
+    #: ``s * cos(image features, template-ensemble text features)`` (zero-shot CLIP, the ZSCL family), so
     #: :meth:`other_dataset_logits` scores any dataset's classes exactly as ``forward`` scores its own.
     SCORES_OTHER_DATASETS: ClassVar[bool] = False
 
@@ -75,6 +72,8 @@ class ClipModel(ContinualModel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.clip: ClipBackbone = self.net
+        #: s of every logit s * cos: the weights' own ``logit_scale.exp()`` (100 for OpenAI's) or ``--logit_scale``.
+        self.logit_scale: float = self.clip.scale
         self.text_cache = TextFeatureCache(feature_cache_for(self.args),
                                            f"{self.clip.name}|{self.clip.weights_id}|{self.precision}")
 
@@ -133,13 +132,13 @@ class ClipModel(ContinualModel):
 
     @torch.no_grad()
     def other_dataset_logits(self, x: Tensor, classifier: Tensor) -> Tensor:
-        """``--eval_datasets`` during training: ``100 * cos(image features, classifier)`` for a classifier from
+        """``--eval_datasets`` during training: ``s * cos(image features, classifier)`` for a classifier from
         ``zero_shot_weights(dataset=...)`` (ZSCL's framework's per-dataset zero-shot evaluation)."""
-        return ZERO_SHOT_SCALE * F.normalize(self.image_features(x).float(), dim=-1) @ classifier.T
+        return self.logit_scale * F.normalize(self.image_features(x).float(), dim=-1) @ classifier.T
 
     def run_stats(self) -> dict:
         cache = getattr(self.dataset, "cache", None)
-        return {"images_encoded": self.clip.encoder_calls,
+        return {"images_encoded": self.clip.encoder_calls, "logit_scale": self.logit_scale,
                 "feature_cache": None if cache is None or cache.root is None else
                 {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses}}
 

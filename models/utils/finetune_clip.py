@@ -34,8 +34,8 @@ What it owns, so that a subclass only adds its own loss terms or weight merges:
   ``ClipModel.zero_shot_weights``), or the head in fc modes. The classifier is computed without gradients once
   and kept until the weights change: ``backward_and_step`` and ``load_state_dict`` drop it; a subclass that
   changes weights any other way (a weight merge) calls ``weights_changed()``.
-- the logit scale is always ``ZERO_SHOT_SCALE`` (100, OpenAI CLIP's trained value, which ZSCL reads from its
-  never-trained ``logit_scale``), whatever the backbone's own ``logit_scale`` is.
+- the logit scale s is the backbone's never-trained ``logit_scale.exp()``, as ZSCL reads it (100 for OpenAI's
+  weights, 27.1 for micro-clip's), or ``--logit_scale``.
 - the optimisation: the run's optimizer (AdamW by default, betas 0.9/0.999, ``--optim_wd``) over the trained
   parameters, rebuilt every task (``meta_begin_task``), stepped every iteration by ZSCL's ``cosine_lr``
   (``utils.schedulers.zscl_cosine``: ``--warmup_iters`` linear warm-up, cosine to 0 at the task's last step,
@@ -82,7 +82,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datasets.utils.views import PreprocessedView
-from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from models.utils.clip_model import ClipModel
 from models.utils.lora import DEFAULT_TARGETS as LORA_DEFAULT_TARGETS
 from models.utils.weight_space import AnchorPull, WeightEnsemble, l2_penalty, merge_into, snapshot
 from utils.errors import UserError
@@ -172,12 +172,12 @@ class FinetuneOptions:
                                           "(q, k, v, o) instead of one for all four")
 
 
-def zero_shot_head(weights: Tensor) -> nn.Linear:
-    """WiSE-FT's ``ClassificationHead`` on normalised features: weight = 100 x the (C, D) zero-shot classifier,
-    bias 0, so that its logits equal zero-shot CLIP's."""
+def zero_shot_head(weights: Tensor, scale: float) -> nn.Linear:
+    """WiSE-FT's ``ClassificationHead`` on normalised features: weight = ``scale`` x the (C, D) zero-shot
+    classifier, bias 0, so that its logits equal zero-shot CLIP's."""
     head = nn.Linear(weights.shape[1], weights.shape[0], device=weights.device)
     with torch.no_grad():
-        head.weight.copy_(ZERO_SHOT_SCALE * weights)
+        head.weight.copy_(scale * weights)
         head.bias.zero_()
     return head
 
@@ -212,7 +212,7 @@ class FinetuneClipModel(ClipModel):
         for name, p in self.clip.model.named_parameters():
             p.requires_grad_(trains[clip_tower(name)])
         if self.mode.head:
-            self.head = zero_shot_head(self.zero_shot_weights())
+            self.head = zero_shot_head(self.zero_shot_weights(), self.logit_scale)
             self.head.requires_grad_(self.mode.head_trains)
         if (o.lora_shared or o.lora_shared_split_qkvo) and not o.lora:
             raise UserError("--lora_shared and --lora_shared_split_qkvo need --lora 1")
@@ -354,7 +354,7 @@ class FinetuneClipModel(ClipModel):
         f = F.normalize(self.image_features(inputs), dim=-1)
         if self.mode.head:
             return F.linear(f, self.head.weight[lo:hi], self.head.bias[lo:hi]), lo
-        return ZERO_SHOT_SCALE * f @ self.train_text_features(lo, hi).T, lo
+        return self.logit_scale * f @ self.train_text_features(lo, hi).T, lo
 
     def train_loss(self, inputs: Tensor, labels: Tensor) -> Tensor:
         logits, lo = self.train_logits(inputs)
@@ -468,4 +468,4 @@ class FinetuneClipModel(ClipModel):
         f = F.normalize(self.image_features(x), dim=-1)
         if self.mode.head:
             return self.head(f)
-        return ZERO_SHOT_SCALE * f @ self.eval_classifier().T
+        return self.logit_scale * f @ self.eval_classifier().T

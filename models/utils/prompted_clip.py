@@ -1,7 +1,7 @@
 """``PromptedClip``: the shared shape of the prompt baselines (CoOp, MaPLe, ...).
 
 A subclass builds its :class:`~models.utils.prompt_learners.PromptLearner` in ``make_prompt``; this
-class scores images against the prompt's class features (100 x cosine, per-image text allowed) and
+class scores images against the prompt's class features (s x cosine, per-image text allowed) and
 trains with cross-entropy over every class seen so far (with optional ER replay) plus the prompt's own
 loss (AttriCLIP's matching and orthogonality terms). Learned prompts
 also score class names of tasks not trained yet, so ``--eval_future`` works.
@@ -11,16 +11,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from models.utils.clip_model import ZERO_SHOT_SCALE, ClipModel
+from models.utils.clip_model import ClipModel
 from models.utils.prompt_learners import PromptLearner, PromptOutput
 from utils.schedulers import constant_warmup
 
 
-def prompt_logits(out: PromptOutput) -> Tensor:
-    """100 x cos(image, class) for shared (C, D) or per-image (B, C, D) class features."""
+def prompt_logits(out: PromptOutput, scale: float) -> Tensor:
+    """scale x cos(image, class) for shared (C, D) or per-image (B, C, D) class features."""
     if out.text.ndim == 2:
-        return ZERO_SHOT_SCALE * out.image @ out.text.T
-    return ZERO_SHOT_SCALE * torch.einsum("bd,bcd->bc", out.image, out.text)
+        return scale * out.image @ out.text.T
+    return scale * torch.einsum("bd,bcd->bc", out.image, out.text)
 
 
 class PromptedClip(ClipModel):
@@ -42,7 +42,7 @@ class PromptedClip(ClipModel):
                                cosine=self.args.lr_scheduler == "cosine")
 
     def logits(self, x: Tensor, n_classes: int) -> Tensor:
-        return prompt_logits(self.prompt(x, n_classes))
+        return prompt_logits(self.prompt(x, n_classes), self.logit_scale)
 
     def forward(self, x):
         return self.logits(x, self.n_classes)
@@ -55,7 +55,7 @@ class PromptedClip(ClipModel):
         """Cross-entropy over every class seen so far on stream + replay, plus the prompt's own loss."""
         inputs, labels = self.stream_and_replay(inputs, labels)
         out = self.prompt(inputs, self.n_seen_classes)
-        loss = self.loss(prompt_logits(out), labels)
+        loss = self.loss(prompt_logits(out, self.logit_scale), labels)
         return loss if out.aux_loss is None else loss + out.aux_loss
 
     def observe(self, inputs, labels, not_aug_inputs, epoch=None):
