@@ -3,12 +3,12 @@
 with no memory and no regulariser. The lower bound of the ZSCL family, and its common machinery
 (``models/utils/finetune_clip.py``, which documents every mode and parameter in detail).
 
-Each task: ``--n_iters`` steps (ZSCL: 1000, with data cycled) of cross-entropy with label smoothing ``--ls``
-(ZSCL's scripts: 0.2) on ``100 * cos(image, text)``, where the text is each class's name in its task's first
-template; AdamW (``--lr``, ZSCL 1e-5; betas 0.9/0.999; ``--optim_wd``, ZSCL 0), stepped every iteration by ZSCL's
-``cosine_lr`` (``--warmup_iters`` 100 linear warm-up steps, then cosine to 0 at the task's last step). Evaluation
-scores every class with the current text encoder and all templates of the class's task, so ``--eval_future 1``
-(MTIL's Transfer) works.
+Each task: ``--n_iters`` steps (ZSCL: 1000, with data cycled) of cross-entropy with label smoothing ``--ls`` (ZSCL's
+scripts: 0.2) on ``s * cos(image, text)`` (s: CLIP's logit scale), where the text is each class's name in its task's
+first template; AdamW (``--lr``, ZSCL 1e-5; betas 0.9/0.999; ``--optim_wd``, ZSCL 0), stepped every iteration by
+ZSCL's ``cosine_lr`` (``--warmup_iters`` 100 linear warm-up steps, then cosine to 0 at the task's last step).
+Evaluation scores every class with the current text encoder and all templates of the class's task, so
+``--eval_future 1`` (MTIL's Transfer) works.
 
 Options:
 - ``--train_mode whole|image|text|image-fc|image-fc-fixed|fc`` (default whole): what trains. whole: both encoders;

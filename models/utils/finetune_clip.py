@@ -25,9 +25,9 @@ What it owns, so that a subclass only adds its own loss terms or weight merges:
   every class of the dataset, initialised as WiSE-FT/ZSCL's ``ClassificationHead``: weight = 100 x the
   zero-shot template-ensemble classifier, bias 0, so at step 0 the fc modes score exactly as zero-shot CLIP.
 - the training loss (``train_loss``, subclasses add terms): cross-entropy with label smoothing ``--ls`` on
-  ``100 * f_img @ f_txt.T``, the text features being each training class's name in its task's FIRST template
-  (re-encoded with gradients every step when the text tower trains), or on the head's logits. The training
-  classes (``train_classes``) are the current task's on task-IL sequences of datasets (``SETTING ==
+  ``s * f_img @ f_txt.T`` (s: the logit scale), the text features being each training class's name in its task's
+  FIRST template (re-encoded with gradients every step when the text tower trains), or on the head's logits. The
+  training classes (``train_classes``) are the current task's on task-IL sequences of datasets (``SETTING ==
   'task-il'``, e.g. MTIL, as ZSCL), and every class seen so far on class-IL benchmarks (seq-synth, CIFAR).
 - evaluation (``forward``): logits over ALL classes, from the current text encoder with every template of each
   class's task (mean of the L2-normalised template embeddings, re-normalised, as ZSCL's evaluation and
