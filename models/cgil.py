@@ -64,6 +64,7 @@ from models.utils.cgil_generators import (GENERATORS, KINDS, REPARAM, GaussianGe
 from models.utils.cgil_prompts import MLP_BN, CgilPrompts
 from models.utils.clip_model import ClipModel
 from utils.options import option
+from utils.optimizers import make_optimizer
 from utils.precision import autocast
 
 
@@ -190,10 +191,7 @@ class Cgil(ClipModel):
 
     def alignment_optimizer(self, params):
         o = self.opts
-        if o.optim_alignment == "sgd":
-            return torch.optim.SGD(params, lr=o.learning_rate_alignment, momentum=0.0, weight_decay=o.optim_alignment_wd)
-        cls = torch.optim.AdamW if o.optim_alignment == "adamw" else torch.optim.Adam
-        return cls(params, lr=o.learning_rate_alignment, weight_decay=o.optim_alignment_wd)
+        return make_optimizer(o.optim_alignment, params, o.learning_rate_alignment, weight_decay=o.optim_alignment_wd)
 
     def align(self, n_seen: int) -> None:
         """Train the prompts of every seen class and the token generator on synthetic embeddings only."""

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from models.utils.continual_model import ContinualModel
 from utils.buffer import ReservoirBuffer
 from utils.options import option
+from utils.optimizers import make_optimizer
 
 
 @dataclass
@@ -74,8 +75,8 @@ class Gdumb(ContinualModel):
         a, o = self.args, self.opts
         self.net.load_state_dict(self._initial)
         self.net.train()
-        optimizer = torch.optim.SGD(list(self.get_parameters()), lr=o.maxlr, momentum=a.optim_mom,
-                                    weight_decay=a.optim_wd, nesterov=a.optim_nesterov and a.optim_mom > 0)
+        optimizer = make_optimizer("sgd", self.get_parameters(), o.maxlr, momentum=a.optim_mom,
+                                   weight_decay=a.optim_wd, nesterov=a.optim_nesterov and a.optim_mom > 0)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=1, T_mult=2, eta_min=o.minlr)
         items = self.memory_items()
         examples, labels = items["examples"], items["labels"]

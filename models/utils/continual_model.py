@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from utils.buffer import ClassBalancedBuffer, ReservoirBuffer
 from utils.errors import UserError
 from utils.exemplar_selection import rank_exemplars
+from utils.optimizers import make_optimizer
 from utils.options import NoOptions
 from utils.precision import autocast, grad_scaler, resolve_precision
 from utils.run_options import RunOptions
@@ -286,11 +287,8 @@ class ContinualModel(nn.Module):
         params = list(self.get_parameters())
         if not params:  # training-free methods still get a valid (inert) optimizer
             params = [nn.Parameter(torch.zeros(1, device=self.device), requires_grad=False)]
-        if a.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=a.lr, momentum=a.optim_mom, weight_decay=a.optim_wd,
-                                   nesterov=a.optim_nesterov and a.optim_mom > 0)
-        cls = torch.optim.Adam if a.optimizer == "adam" else torch.optim.AdamW
-        return cls(params, lr=a.lr, weight_decay=a.optim_wd)
+        return make_optimizer(a.optimizer, params, a.lr, momentum=a.optim_mom, weight_decay=a.optim_wd,
+                              nesterov=a.optim_nesterov and a.optim_mom > 0)
 
     def get_scheduler(self, steps_per_epoch: int, n_epochs: int):
         """The task's learning-rate schedule; the loop steps it every epoch or iteration

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from datasets.utils.task_data import LoaderTaskData, concat_task_data
 from utils.buffer import ClassBalancedBuffer
 from utils.errors import UserError
+from utils.optimizers import make_optimizer
 from utils.schedulers import warmup_cosine
 
 REPLAY_MODES = ("append", "batch")
@@ -70,7 +71,7 @@ class MemoryReplay:
         like = getattr(self, "_train_like", None) or self.dataset.task_data(self.current_task, "train")
         memory = self.memory_data(like)
         a, bs = self.args, self.args.batch_size
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=a.optim_mom, weight_decay=a.optim_wd)
+        optimizer = make_optimizer("sgd", params, lr, momentum=a.optim_mom, weight_decay=a.optim_wd)
         steps = math.ceil(len(memory) / bs)
         scheduler = warmup_cosine(optimizer, steps * epochs, 0.0)
         bar = tqdm(total=steps * epochs, desc="finetune on memory", leave=False, disable=a.quiet)
