@@ -25,9 +25,11 @@ demo: setup
 	$(BIN)/python main.py --model zeroshot-clip --dataset seq-synth --synth_domains unseen --seed 0
 	$(BIN)/python main.py --model clip-adapter --dataset seq-synth --synth_domains unseen --buffer_size 2000 --seed 0
 
-# The whole test suite, offline.
+# The whole test suite, offline, in TEST_WORKERS processes (pytest-xdist; one torch thread each on 2 cores), a
+# test file per worker so that a module's shared runs happen once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: setup
 	$(BIN)/python scripts/bench_loop_overhead.py

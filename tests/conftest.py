@@ -18,8 +18,15 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Two cores: keep torch from oversubscribing them when pytest and a child process both run.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores: keep torch from oversubscribing them when pytest and a child process both run. Under pytest-xdist
+# (``-n N``, the Makefile's default) each of the N workers gets its share of the cores.
+# Each process a test starts inherits the same count (OMP_NUM_THREADS), so that its numbers match the worker's:
+# the small CNN's results depend on the thread count.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, os.cpu_count() or 1) // _WORKERS)
+torch.set_num_threads(_THREADS)
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 
 # The network guard (tests/netguard/sitecustomize.py): installed here, and in every Python process a test starts.
 NETGUARD = Path(__file__).resolve().parent / "netguard"

@@ -52,7 +52,7 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 import torch
-torch.set_num_threads(min(2, os.cpu_count() or 1))      # as conftest: the same numbers as the in-process reference
+torch.set_num_threads({threads})      # the test process's count: the same numbers as the in-process reference
 target, nth = {target!r}, {nth}
 seen = [0]
 replace = os.replace
@@ -70,7 +70,8 @@ sys.exit(main.main({argv!r}))
 
 def test_sigkill_inside_the_checkpoint_write_resumes_to_identical_results(reference, tmp_path):
     results = tmp_path / "results"
-    code = KILLER.format(repo=str(REPO), target="checkpoint.pt", nth=2, argv=[*SGD, "--results_path", str(results)])
+    code = KILLER.format(repo=str(REPO), threads=torch.get_num_threads(), target="checkpoint.pt", nth=2,
+                         argv=[*SGD, "--results_path", str(results)])
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     run = run_dir(results)
