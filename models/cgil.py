@@ -64,7 +64,7 @@ from models.utils.cgil_generators import (GENERATORS, KINDS, REPARAM, GaussianGe
 from models.utils.cgil_prompts import MLP_BN, CgilPrompts
 from models.utils.clip_model import ClipModel
 from utils.options import option
-from utils.optimizers import make_optimizer
+from utils.optimizers import OPTIMIZERS, make_optimizer
 from utils.precision import autocast
 
 
@@ -87,7 +87,7 @@ class CgilOptions:
     cgil_samples_per_class: int = option(256, "synthetic embeddings drawn per seen class at every alignment epoch",
                                          min=1)
     learning_rate_alignment: float = option(0.05, "learning rate of the prompt alignment", min=0.0)
-    optim_alignment: str = option("adamw", "optimiser of the prompt alignment", choices=("adamw", "adam", "sgd"))
+    optim_alignment: str = option("adamw", "optimiser of the prompt alignment", choices=OPTIMIZERS)
     optim_alignment_wd: float = option(0.0, "weight decay of the prompt alignment", min=0.0)
     num_epochs_alignment: int = option(30, "alignment epochs per task (mammoth's paper runs: 60; EuroSAT, ISIC: 150)",
                                        min=0)

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backbone.clip import create_clip  # noqa: E402
-from utils.optimizers import OPTIMIZERS, make_optimizer  # noqa: E402
+from utils.optimizers import OPTIMIZER_CLASSES, OPTIMIZERS, make_optimizer  # noqa: E402
 
 
 def step_ms(opt: torch.optim.Optimizer, steps: int) -> float:
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     params = [q.detach().clone().requires_grad_() for q in create_clip(a.clip).parameters()]
     for q in params:
         q.grad = torch.randn_like(q)
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[a.optimizer]
+    cls = OPTIMIZER_CLASSES[a.optimizer]
     extra = {"momentum": 0.9} if a.optimizer == "sgd" else {}
     loop = step_ms(cls(params, lr=1e-4, weight_decay=0.1, foreach=False, **extra), a.steps)
     multi = step_ms(make_optimizer(a.optimizer, params, 1e-4, weight_decay=0.1, **extra), a.steps)

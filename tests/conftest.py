@@ -18,10 +18,9 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Two cores: keep torch from oversubscribing them when pytest and a child process both run. Under pytest-xdist
-# (``-n N``, the Makefile's default) each of the N workers gets its share of the cores.
-# Each process a test starts inherits the same count (OMP_NUM_THREADS), so that its numbers match the worker's:
-# the small CNN's results depend on the thread count.
+# Two cores: keep torch from oversubscribing them. Under pytest-xdist (``-n N``, the Makefile's default) each worker
+# gets its share, and the processes its tests start inherit it (OMP_NUM_THREADS): the small CNN's numbers depend on
+# the thread count, and subprocess runs are compared with in-process ones.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 _THREADS = max(1, min(2, os.cpu_count() or 1) // _WORKERS)
 torch.set_num_threads(_THREADS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils.optimizers import OPTIMIZERS, make_optimizer
+from utils.optimizers import OPTIMIZER_CLASSES, OPTIMIZERS, make_optimizer
 
 
 def trained(name: str, foreach: bool, steps: int = 5) -> list[torch.Tensor]:
@@ -14,8 +14,7 @@ def trained(name: str, foreach: bool, steps: int = 5) -> list[torch.Tensor]:
         opt = make_optimizer(name, params, 1e-2, momentum=0.9, weight_decay=0.1)
     else:
         kw = {"momentum": 0.9} if name == "sgd" else {}
-        cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
-        opt = cls(params, lr=1e-2, weight_decay=0.1, foreach=False, **kw)
+        opt = OPTIMIZER_CLASSES[name](params, lr=1e-2, weight_decay=0.1, foreach=False, **kw)
     for step in range(steps):
         for i, p in enumerate(params):
             p.grad = None if (step + i) % 3 == 0 else torch.randn(p.shape, generator=g)   # some steps skip a tensor

@@ -15,16 +15,17 @@ from typing import Iterable
 
 import torch
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+#: name -> torch's class: the one list of what exists (``--optimizer``, CGIL's ``--optim_alignment``)
+OPTIMIZER_CLASSES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+OPTIMIZERS = tuple(OPTIMIZER_CLASSES)
 
 
 def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, *, momentum: float = 0.0,
                    weight_decay: float = 0.0, nesterov: bool = False) -> torch.optim.Optimizer:
     """``name`` in OPTIMIZERS, with torch's defaults for everything not given (Adam's betas 0.9/0.999, eps 1e-8)."""
-    params = list(params)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-    if name not in ("adam", "adamw"):
+    if name not in OPTIMIZER_CLASSES:
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    cls, params = OPTIMIZER_CLASSES[name], list(params)
+    if name == "sgd":
+        return cls(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     return cls(params, lr=lr, weight_decay=weight_decay, foreach=True)

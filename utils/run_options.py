@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils.exemplar_selection import SELECTORS
+from utils.optimizers import OPTIMIZERS
 from utils.options import option
 
 
@@ -38,7 +39,7 @@ class RunOptions:
 
     # --- optimisation -----------------------------------------------------------------------
     lr: float = option(0.1, "learning rate", min=0.0)
-    optimizer: str = option("sgd", "optimizer", choices=("sgd", "adam", "adamw"))
+    optimizer: str = option("sgd", "optimizer", choices=OPTIMIZERS)
     optim_wd: float = option(0.0, "weight decay", min=0.0)
     optim_mom: float = option(0.0, "SGD momentum", min=0.0, max=1.0)
     optim_nesterov: bool = option(False, "Nesterov momentum (SGD)")
