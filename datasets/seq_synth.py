@@ -1,4 +1,4 @@
-"""``seq-synth``: 100 concepts of the embedded synthetic world in 10 tasks of 10 classes.
+"""``seq-synth``: 100 concepts of the embedded synthetic world in 10 tasks of 10 classes (``--synth_tasks``).
 
 Generated in memory from a seed: no files, no network. The 100 classes are the world's benchmark
 concepts, disjoint from the concepts micro-clip is pretrained on, so zero-shot accuracy on them is
@@ -6,6 +6,8 @@ compositional transfer; and each class's images cycle over all eight rendering d
 micro-clip never saw (neon, mosaic, clutter, faded: see ``datasets/utils/synthetic_world.py``), so
 zero-shot is also imperfect transfer to new styles, which a trained method can learn.
 ``--synth_domains seen`` keeps the pretraining domains only (no style gap), ``unseen`` the new ones only.
+``--synth_tasks 1`` trains all 100 classes as one task: a method's joint-training upper bound, which tells
+forgetting apart from what the method cannot learn on this world at all.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ class SynthOptions:
     synth_domains: str = option("all", "rendering domains of the images: all eight (default), the four micro-clip "
                                 "was pretrained on (seen: no style gap), or the four it never saw (unseen)",
                                 choices=("all", "seen", "unseen"))
+    synth_tasks: int = option(10, "number of equal tasks the 100 classes are split into; 1 trains them all at once "
+                              "(joint training: the method's upper bound)", choices=(1, 2, 5, 10, 20))
 
 
 #: --synth_domains -> the domains each class's images cycle over
@@ -51,6 +55,8 @@ class SequentialSynth(ContinualDataset):
         self.options = options if options is not None else SynthOptions()
         self.world = SyntheticWorld(seed=self.options.synth_world_seed, image_size=self.IMAGE_SIZE)
         self.concept_ids = self.world.benchmark_concepts()
+        self.N_TASKS = self.options.synth_tasks
+        self.N_CLASSES_PER_TASK = len(self.concept_ids) // self.options.synth_tasks
         super().__init__(args, self.options)
 
     def native_class_names(self) -> list[str]:

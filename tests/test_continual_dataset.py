@@ -121,3 +121,16 @@ def test_seq_synth_labels_without_rendering():
     labels = ds.split_labels("test")
     assert "test" not in ds._splits                       # nothing was rendered
     assert torch.equal(labels, ds.split("test")[1])
+
+
+@pytest.mark.parametrize("n_tasks", [1, 5, 20])
+def test_seq_synth_task_count(n_tasks):
+    """--synth_tasks splits the same 100 classes in equal tasks; 1 is joint training."""
+    cls = get_dataset_class("seq-synth")
+    ds = cls(args(class_order="random", seed=3),
+             cls.Options(synth_train_per_class=2, synth_test_per_class=1, synth_tasks=n_tasks))
+    assert ds.N_TASKS == n_tasks and ds.n_classes == 100
+    assert ds.get_offsets(n_tasks - 1) == (100 - 100 // n_tasks, 100)
+    ten = cls(args(class_order="random", seed=3), cls.Options(synth_train_per_class=2, synth_test_per_class=1))
+    assert ds.class_names == ten.class_names               # same classes, same order: only the split differs
+    assert torch.equal(ds.task_data(n_tasks - 1, "test").labels.unique(), torch.arange(100 - 100 // n_tasks, 100))
