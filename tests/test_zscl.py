@@ -194,15 +194,15 @@ def transfer_run(cache_dir, tmp_path, model, *argv):
 @pytest.mark.slow
 def test_zscl_lwf_clip_and_wise_ft_keep_more_transfer_than_finetune_where_finetune_forgets(cache_dir, tmp_path):
     """synth-mtil, 10 training / 5 test images per class, 10 steps per task at lr 3e-4 (where finetune loses zero-shot
-    transfer), zscl with WE every 2 steps, WiSE-FT = finetune --wise_merge 0.8. Measured (at the fixed logit scale
-    100 used before micro-clip's own became the default) Transfer / Last, seeds 0, 1, 2: finetune 38.47 / 38.91,
-    40.11 / 39.34, 40.72 / 38.08; zscl 44.68 / 45.02, 43.43 / 45.43, 44.06 / 43.26; lwf-clip 42.67 / 39.69, 42.89 /
-    39.06, 43.17 / 40.52; WiSE-FT 41.01 / 39.11, 41.65 / 40.82, 42.11 / 41.24. The margins (seed 0: zscl +3,
-    lwf-clip +2, WiSE-FT +1 Transfer) are at most half of seed 0's gaps (6.21, 4.20, 2.54) and below the smallest
-    measured (3.32, 2.45, 1.39)."""
+    transfer), zscl with WE every 2 steps, WiSE-FT = finetune --wise_merge 0.8. Measured (world version 2) Transfer /
+    Last, seeds 0, 1, 2: finetune 48.50 / 43.28, 47.77 / 49.42, 46.69 / 51.21; zscl 53.66 / 51.74, 53.45 / 53.38,
+    53.37 / 49.60; lwf-clip 52.83 / 49.52, 53.82 / 47.39, 53.40 / 47.87; WiSE-FT 50.94 / 47.29, 49.95 / 53.52,
+    48.95 / 51.82. The Transfer margins (seed 0: zscl +2.5, lwf-clip +2, WiSE-FT +1) are at most half of seed 0's
+    gaps (5.16, 4.33, 2.44) and below the smallest measured (5.16, 4.33, 2.18); zscl's Last is above finetune's on
+    seeds 0 and 1 (not on seed 2)."""
     finetune = transfer_run(cache_dir, tmp_path, "finetune")
     zscl = transfer_run(cache_dir, tmp_path, "zscl", "--avg_freq", "2")
-    assert zscl["transfer"] > finetune["transfer"] + 3, (finetune, zscl)
+    assert zscl["transfer"] > finetune["transfer"] + 2.5, (finetune, zscl)
     assert zscl["last"] >= finetune["last"], (finetune, zscl)
     lwf = transfer_run(cache_dir, tmp_path, "lwf-clip")
     assert lwf["transfer"] > finetune["transfer"] + 2, (finetune, lwf)
