@@ -162,9 +162,9 @@ def test_best_config_on_mtil_is_zscls_icarl():
 @pytest.mark.slow
 def test_icarl_clip_forgets_less_than_finetune(tmp_path):
     """synth-mtil, 10 training / 10 test images per class, 60 steps per task at lr 1e-4, batch 16, --ls 0.2, a memory
-    of 140 (20 per task at the end). Measured on seeds 0, 1, 2, task-IL: BWT finetune -6.77 / -9.01 / -8.35,
-    icarl-clip -3.14 / -2.81 / -2.60; Last 41.52 / 39.98 / 41.08 against 43.38 / 43.38 / 43.31 (Transfer also rose,
-    by 3.4-3.7). The margins asserted are about half the smallest gap measured. (At micro-clip's own logit scale,
+    of 140 (20 per task at the end). Measured on seeds 0, 1, 2, task-IL (world version 2): BWT finetune -8.13 /
+    -8.62 / -7.85, icarl-clip -2.40 / -1.76 / -1.53; Last 50.68 / 52.07 / 52.30 against 52.38 / 54.38 / 53.65
+    (Transfer also rose, by 3.3-4.0). The margins asserted are at most half the smallest gap measured (5.73, 1.35). (At micro-clip's own logit scale,
     27.1, 20 steps hardly make finetune forget, BWT -0.97 on seed 0, so there is nothing to show; 20 steps were
     enough at the fixed scale 100 used before.)"""
     def metrics(model, *argv):
@@ -178,4 +178,4 @@ def test_icarl_clip_forgets_less_than_finetune(tmp_path):
     finetune = metrics("finetune")
     icarl = metrics("icarl-clip", "--buffer_size", "140")
     assert icarl["bwt"] > finetune["bwt"] + 1.8, (icarl["bwt"], finetune["bwt"])
-    assert icarl["mtil"]["last"] > finetune["mtil"]["last"] + 0.9, (icarl["mtil"], finetune["mtil"])
+    assert icarl["mtil"]["last"] > finetune["mtil"]["last"] + 0.65, (icarl["mtil"], finetune["mtil"])
