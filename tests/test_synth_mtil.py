@@ -116,3 +116,14 @@ def test_zero_shot_run_records_the_mtil_summary(main_runner, tmp_path):
     assert np.allclose(A, A[0])
     zero_shot = dict(zip(res["config"]["task_names"] if "task_names" in res.get("config", {}) else ORDERS["I"], A[0]))
     assert min(zero_shot.values()) < 25 and max(zero_shot.values()) > 60, zero_shot   # near chance .. high
+
+
+def test_the_world_version_is_part_of_what_identifies_the_images(monkeypatch):
+    """Features cached from an earlier world design must never be reused: the feature-cache key hashes
+    ``describe()``, which carries ``WORLD_VERSION``."""
+    from utils.feature_cache import cache_key
+    data = make(synth_train_per_class=2, synth_test_per_class=2)
+    now = data.describe()
+    assert now["world_version"] == type(data).WORLD_VERSION
+    monkeypatch.setattr(type(data), "WORLD_VERSION", type(data).WORLD_VERSION + 1)
+    assert cache_key(dataset=data.describe()) != cache_key(dataset=now)
