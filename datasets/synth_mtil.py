@@ -5,9 +5,9 @@ Each task is its own dataset with its own classes, class names, templates and lo
 ``datasets/utils/synthetic_tasks.py``: counting, icons, scenes, shades, shapes, styles, textures), 82 classes
 in all. micro-clip's zero-shot accuracy on them ranges from near chance (shades, counting) through middling
 (textures, styles, scenes) to high (shapes, icons), so fine-tuning has much to gain on each, and much zero-shot
-transfer to lose on the datasets not trained yet: the MTIL pattern. As ``mtil``: task-IL evaluation (``SETTING``), per-dataset
-templates (the first is the training prompt, evaluation averages them all), ``--mtil_order I|II``, and with
-``--eval_future 1`` the Transfer / Avg / Last summary in ``metrics.task_il.mtil``.
+transfer to lose on the datasets not trained yet: the MTIL pattern. As ``mtil``: task-IL evaluation
+(``SETTING``), per-dataset templates (the first is the training prompt, evaluation averages them all),
+``--mtil_order I|II``, and with ``--eval_future 1`` the Transfer / Avg / Last summary in ``metrics.task_il.mtil``.
 """
 from __future__ import annotations
 

@@ -164,9 +164,9 @@ def test_icarl_clip_forgets_less_than_finetune(tmp_path):
     """synth-mtil, 10 training / 10 test images per class, 60 steps per task at lr 1e-4, batch 16, --ls 0.2, a memory
     of 140 (20 per task at the end). Measured on seeds 0, 1, 2, task-IL (world version 2): BWT finetune -8.13 /
     -8.62 / -7.85, icarl-clip -2.40 / -1.76 / -1.53; Last 50.68 / 52.07 / 52.30 against 52.38 / 54.38 / 53.65
-    (Transfer also rose, by 3.3-4.0). The margins asserted are at most half the smallest gap measured (5.73, 1.35). (At micro-clip's own logit scale,
-    27.1, 20 steps hardly make finetune forget, BWT -0.97 on seed 0, so there is nothing to show; 20 steps were
-    enough at the fixed scale 100 used before.)"""
+    (Transfer also rose, by 3.3-4.0). The margins asserted are at most half the smallest gap measured (5.73, 1.35).
+    (On the first world design, at micro-clip's own logit scale 27.1, 20 steps hardly made finetune forget, BWT
+    -0.97 on seed 0, so there was nothing to show; 20 steps were enough at the fixed scale 100 used before.)"""
     def metrics(model, *argv):
         config, _ = parse_config(["--model", model, "--dataset", "synth-mtil", "--seed", "0", "--synth_train_per_class",
                                   "10", "--synth_test_per_class", "10", "--n_iters", "60", "--batch_size", "16", "--lr",

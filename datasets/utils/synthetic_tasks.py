@@ -61,7 +61,8 @@ STYLE_NAMES = ("photo", "painting", "sketch", "cartoon", "neon sign", "mosaic", 
 #: A scene is its two objects' colours (an unordered pair), whatever their shapes, textures and sides. Pairs of
 #: shapes were the first design: micro-clip's 4 x 4 patches do not resolve two small shapes (a linear probe on
 #: its frozen features 14.9 %, 36.4 % on its own training images; 1000 steps of whole fine-tuning 16.5 %;
-#: chance 6.7), so nothing could learn that dataset. Colours survive at that size (probe 96.0 %).
+#: chance 6.7), so nothing could learn that dataset. Colours survive at that size (probe 94.1 %:
+#: ``scripts/linear_probe_ceiling.py --benchmark synth-mtil``).
 SCENE_COLOURS = ("red", "yellow", "green", "blue", "purple", "white")
 SCENE_PAIRS = tuple((a, b) for i, a in enumerate(SCENE_COLOURS) for b in SCENE_COLOURS[i + 1:])
 ICON_CLASSES = tuple((c, s) for c, s in zip(
