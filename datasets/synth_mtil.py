@@ -41,9 +41,8 @@ class SynthMTIL(ContinualDataset):
     DEFAULTS = {"backbone": "micro-clip", "batch_size": 32, "optimizer": "adamw", "lr": 1e-5}
     IMAGE_SIZE = 32
 
-    #: raised whenever the generated images change, so that features cached from the old ones are never reused
-    #: (2: scenes are pairs of colours, no longer pairs of shapes)
-    WORLD_VERSION = 2
+    #: 2: scenes are pairs of colours, no longer pairs of shapes
+    CONTENT_VERSION = 2
 
     #: the datasets of the sequence, each of which ``--eval_datasets`` can evaluate alone (name -> task name)
     MEMBERS = {name: name for name in SYNTH_TASKS}
@@ -59,9 +58,6 @@ class SynthMTIL(ContinualDataset):
         self.N_TASKS = len(self.tasks)
         self.N_CLASSES_PER_TASK = [len(t.class_names) for t in self.tasks]
         super().__init__(args, options)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "world_version": self.WORLD_VERSION}
 
     def native_class_names(self) -> list[str]:
         return [name for t in self.tasks for name in t.class_names]

@@ -82,19 +82,24 @@ def test_every_dataset_is_learnable_from_pixels(name):
     assert acc > 2.0 / len(task.class_names), (name, acc)
 
 
+@pytest.fixture(scope="module")
+def micro_clip():
+    from backbone.micro_clip import create_micro_clip
+    return create_micro_clip()
+
+
 @pytest.mark.parametrize("name", sorted(SYNTH_TASKS))
-def test_every_dataset_is_learnable_from_micro_clips_frozen_features(name):
+def test_every_dataset_is_learnable_from_micro_clips_frozen_features(name, micro_clip):
     """What the pixels hold must reach the model too: a probe on micro-clip's frozen image features reaches three
     times chance on every dataset, so a method that trains on one has something it can learn. Measured (60 / 20
     images per class): counting 40.0 % (3.6 x chance), textures 52.5 (4.2), styles 80.0 (6.4), shapes 83.5 (8.3),
     shades 99.2 (11.9), scenes 84.0 (12.6), icons 89.5 (17.9). The first scenes design, pairs of small shapes,
     fails it: 14.3 % (2.1 x), and whole fine-tuning did not learn it either."""
-    from backbone.micro_clip import create_micro_clip, encode_images
+    from backbone.micro_clip import encode_images
     world, task = SyntheticWorld(0), SYNTH_TASKS[name]
     x, y = make_task_split(world, task, 60, "train")
     xt, yt = make_task_split(world, task, 20, "test")
-    model = create_micro_clip()
-    acc = linear_probe_accuracy(encode_images(model, x), y, encode_images(model, xt), yt)
+    acc = linear_probe_accuracy(encode_images(micro_clip, x), y, encode_images(micro_clip, xt), yt)
     assert acc > 3.0 / len(task.class_names), (name, acc)
 
 
@@ -120,10 +125,10 @@ def test_zero_shot_run_records_the_mtil_summary(main_runner, tmp_path):
 
 def test_the_world_version_is_part_of_what_identifies_the_images(monkeypatch):
     """Features cached from an earlier world design must never be reused: the feature-cache key hashes
-    ``describe()``, which carries ``WORLD_VERSION``."""
+    ``describe()``, which carries ``CONTENT_VERSION``."""
     from utils.feature_cache import cache_key
     data = make(synth_train_per_class=2, synth_test_per_class=2)
     now = data.describe()
-    assert now["world_version"] == type(data).WORLD_VERSION
-    monkeypatch.setattr(type(data), "WORLD_VERSION", type(data).WORLD_VERSION + 1)
+    assert now["content_version"] == type(data).CONTENT_VERSION == 2
+    monkeypatch.setattr(type(data), "CONTENT_VERSION", type(data).CONTENT_VERSION + 1)
     assert cache_key(dataset=data.describe()) != cache_key(dataset=now)

@@ -53,6 +53,9 @@ class ContinualDataset:
     STD: ClassVar[tuple[float, ...]] = (0.5, 0.5, 0.5)
     #: Side of the square images file-backed datasets produce for non-CLIP backbones.
     IMAGE_SIZE: ClassVar[int] = 224
+    #: For datasets whose images the code generates: raised whenever the generated images change, so that
+    #: features cached from the old ones are never reused (part of ``describe()``; None: not versioned).
+    CONTENT_VERSION: ClassVar[int | None] = None
 
     def __init__(self, args: RunOptions, options: Any = None):
         self.args = args
@@ -182,6 +185,8 @@ class ContinualDataset:
         """What identifies this dataset's images (part of feature-cache keys); a sequence built with only some
         of its datasets (``member_tasks``, for ``--eval_datasets DTD``) says which."""
         described = {"name": self.NAME, "options": to_dict(self.options)}
+        if self.CONTENT_VERSION is not None:
+            described["content_version"] = self.CONTENT_VERSION
         members = getattr(self, "member_tasks", None)
         return {**described, "tasks": list(members)} if members else described
 
