@@ -35,7 +35,8 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 class ClipOptions:
     pretrained: str = option("openai", "CLIP weights: an open_clip pretrained tag (downloaded by open_clip; "
                              "e.g. openai, laion2b_s34b_b88k) or a local checkpoint file. micro-clip uses "
-                             "its shipped weights unless a file is given")
+                             "its shipped weights unless a file is given (another size: "
+                             "the config x.json beside x.pt, from scripts/build_micro_clip.py --config)")
     quick_gelu: Optional[bool] = option(None, "force QuickGELU activations (OpenAI-trained weights need them; "
                                         "default: the pretrained tag's own setting, on for openai; on for local "
                                         "checkpoints of OpenAI model names)")
@@ -237,8 +238,9 @@ def _create_micro_clip(options: ClipOptions, weights: bool = True) -> ClipBackbo
     use_file = options.pretrained not in ("openai", "shipped") and (
         _looks_like_path(options.pretrained) or os.path.isfile(options.pretrained))
     path = Path(options.pretrained) if use_file else micro_clip.WEIGHTS_PATH
-    if not weights:
-        return ClipBackbone(MICRO_CLIP, micro_clip.create_micro_clip(None), micro_clip.micro_clip_tokenizer(),
+    if not weights:   # the architecture only: a checkpoint's own size when a config lies beside it
+        model = micro_clip.build_micro_clip_model(micro_clip.config_for(path if use_file else None)).float().eval()
+        return ClipBackbone(MICRO_CLIP, model, micro_clip.micro_clip_tokenizer(),
                             micro_clip.IMAGE_SIZE, micro_clip.MICRO_CLIP_MEAN, micro_clip.MICRO_CLIP_STD, "none")
     if use_file and not path.is_file():
         raise UserError(f"--pretrained: no such micro-clip checkpoint '{path}'")

@@ -20,6 +20,7 @@ Nothing happens at import: no config is registered with open_clip and no file is
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -77,6 +78,40 @@ def build_micro_clip_model(config: dict | None = None):
     return CLIP(**cfg)
 
 
+def config_path_for(weights: str | Path) -> Path:
+    """The architecture file that travels with a checkpoint built from another config: ``x.pt`` -> ``x.json``."""
+    return Path(weights).with_suffix(".json")
+
+
+def config_for(weights: str | Path | None) -> dict | None:
+    """The config written beside ``weights`` (:func:`config_path_for`), or None: the default size."""
+    if weights is None or not config_path_for(weights).is_file():
+        return None
+    return load_micro_clip_config(config_path_for(weights))
+
+
+def load_micro_clip_config(path: str | Path) -> dict:
+    """An open_clip-format config (JSON) for a micro-clip variant, checked against what the world needs.
+
+    Any width, depth or embedding size works; the image size and the text context must stay micro-clip's
+    (the world renders 32 x 32 images and the tokenizer pads to :data:`CONTEXT_LENGTH`).
+    """
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"micro-clip config {path} could not be read ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200]})") from exc
+    if not (isinstance(cfg, dict) and isinstance(cfg.get("vision_cfg"), dict) and isinstance(cfg.get("text_cfg"), dict)
+            and isinstance(cfg.get("embed_dim"), int)):
+        raise UserError(f"micro-clip config {path}: expected open_clip's format, a JSON object with embed_dim, "
+                        f"vision_cfg and text_cfg (as backbone/micro_clip.py's MICRO_CLIP_CONFIG)")
+    for section, key, value in (("vision_cfg", "image_size", IMAGE_SIZE), ("text_cfg", "context_length", CONTEXT_LENGTH)):
+        if cfg[section].get(key, value) != value:
+            raise UserError(f"micro-clip config {path}: {section}.{key} must be {value} (the synthetic world's), "
+                            f"got {cfg[section][key]!r}")
+    return cfg
+
+
 def micro_clip_tokenizer(context_length: int = CONTEXT_LENGTH) -> Callable[[str | Sequence[str]], Tensor]:
     """open_clip's BPE tokenizer (texts -> LongTensor ``(N, context_length)``), truncating long texts."""
     from open_clip.tokenizer import SimpleTokenizer
@@ -87,10 +122,11 @@ def micro_clip_tokenizer(context_length: int = CONTEXT_LENGTH) -> Callable[[str 
 def create_micro_clip(weights: str | Path | None = WEIGHTS_PATH):
     """The micro-clip model in float32 and eval mode on CPU; ``weights=None`` leaves it random.
 
-    A missing or unreadable weights file raises :class:`UserError` naming the file and the
-    command that rebuilds it.
+    A checkpoint with a config file beside it (:func:`config_path_for`, written by ``build_micro_clip.py
+    --config``) is built from that config, any other from :data:`MICRO_CLIP_CONFIG`. A missing or
+    unreadable weights file raises :class:`UserError` naming the file and the command that rebuilds it.
     """
-    model = build_micro_clip_model()
+    model = build_micro_clip_model(config_for(weights))
     if weights is not None:
         path = Path(weights)
         rebuild = f"rebuild it with `{BUILD_COMMAND}`" if path.resolve() == WEIGHTS_PATH else \

@@ -12,6 +12,10 @@ linear warmup and cosine decay. At the end the script prints the zero-shot top-1
 classifier, logit scale 100) and the sha256 of the written fp16 state dict (written atomically).
 
 Usage: python scripts/build_micro_clip.py --seed 0 --out backbone/weights/micro_clip.pt
+
+``--config FILE`` builds another size (open_clip's JSON format, e.g. ``scripts/micro_clip_configs/wide.json``)
+for scaling studies; the config is written beside the weights (``x.pt`` -> ``x.json``), where
+``--pretrained x.pt`` finds it. The shipped file is always the default config.
 """
 from __future__ import annotations
 
@@ -30,9 +34,11 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from backbone.micro_clip import (  # noqa: E402
-    MICRO_CLIP_CONFIG, build_micro_clip_model, create_micro_clip, file_sha256, micro_clip_tokenizer,
-    preprocess, zero_shot_accuracy,
+    MICRO_CLIP_CONFIG, WEIGHTS_PATH, build_micro_clip_model, config_path_for, create_micro_clip, file_sha256,
+    load_micro_clip_config, micro_clip_tokenizer, preprocess, zero_shot_accuracy,
 )
+from utils.atomic import write_json  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from datasets.utils.synthetic_world import (  # noqa: E402
     BENCHMARK_DOMAINS, DOMAINS, MAX_PRETRAIN_COUNT, TEMPLATES, SyntheticWorld,
 )
@@ -48,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seed", type=int, default=0, help="seed of the world's images and of training")
     p.add_argument("--out", type=Path, default=Path("backbone/weights/micro_clip.pt"), help="output file")
+    p.add_argument("--config", type=Path, default=None,
+                   help="open_clip-format JSON of another micro-clip size (default: MICRO_CLIP_CONFIG)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps")
     p.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
                    help="images per step (distinct concepts while it is <= 300)")
@@ -199,17 +207,29 @@ def save_weights(model, out: Path) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    config = MICRO_CLIP_CONFIG
+    try:
+        if args.config is not None:
+            config = load_micro_clip_config(args.config)
+            if args.out.resolve() == WEIGHTS_PATH and config != MICRO_CLIP_CONFIG:
+                raise UserError(f"--config: {WEIGHTS_PATH} is the shipped default-size micro-clip; "
+                                f"write another size elsewhere with --out")
+    except UserError as exc:
+        sys.exit(f"build_micro_clip.py: error: {exc}")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = False  # a NaN-fill per op costs ~10 % here
     start = time.perf_counter()
     print(f"micro-clip: seed {args.seed}, {args.steps} steps x batch {args.batch_size}, "
-          f"{args.threads} threads, config {MICRO_CLIP_CONFIG}", flush=True)
-    model = train(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+          f"{args.threads} threads, config {config}", flush=True)
+    model = train(config=config, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                   weight_decay=args.weight_decay, warmup=args.warmup, log_every=args.log_every,
                   log=lambda s: print(s, flush=True))
     n_params = sum(p.numel() for p in model.parameters())
     train_seconds = time.perf_counter() - start
+    if args.out.resolve() != WEIGHTS_PATH:  # the architecture travels with any other checkpoint
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(config_path_for(args.out), config)
     sha = save_weights(model, args.out)
     # Evaluate the weights as shipped (fp16 round trip), exactly what create_micro_clip() loads.
     shipped = create_micro_clip(args.out)

@@ -4,11 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from backbone.clip import ClipOptions, create_clip
 from backbone.micro_clip import (
-    MICRO_CLIP_CONFIG, WEIGHTS_PATH, WEIGHTS_SHA256, create_micro_clip, file_sha256, micro_clip_tokenizer,
-    zero_shot_accuracy, zero_shot_classifier,
+    MICRO_CLIP_CONFIG, WEIGHTS_PATH, WEIGHTS_SHA256, build_micro_clip_model, config_path_for, create_micro_clip,
+    file_sha256, load_micro_clip_config, micro_clip_config, micro_clip_tokenizer, zero_shot_accuracy,
+    zero_shot_classifier,
 )
 from datasets.utils.synthetic_world import BENCHMARK_DOMAINS, DOMAINS, TEMPLATES, UNSEEN_DOMAINS, SyntheticWorld
+from utils.atomic import write_json
 from utils.errors import UserError
 
 CHANCE = 0.01  # 100 classes
@@ -131,3 +134,55 @@ def test_corrupt_weights_name_the_file_and_the_fix(tmp_path):
 def test_import_has_no_side_effects():
     import open_clip
     assert not any("micro" in name.lower() for name in open_clip.list_models())
+
+
+def _small_config() -> dict:
+    cfg = micro_clip_config()
+    cfg["embed_dim"] = 32
+    cfg["vision_cfg"].update(width=32, layers=1)
+    cfg["text_cfg"].update(width=32, heads=2, layers=1)
+    return cfg
+
+
+def test_a_checkpoint_of_another_size_loads_from_the_config_beside_it(tmp_path):
+    """Scaling studies: ``build_micro_clip.py --config`` writes x.json beside x.pt, and --pretrained x.pt finds it."""
+    cfg = _small_config()
+    model = build_micro_clip_model(cfg)
+    path = tmp_path / "micro_clip_small.pt"
+    torch.save({k: v.half() for k, v in model.state_dict().items()}, path)
+    with pytest.raises(UserError, match="build_micro_clip.py"):   # no config beside it: the default shape
+        create_micro_clip(path)
+    write_json(config_path_for(path), cfg)
+    loaded = create_micro_clip(path)
+    assert loaded.text_projection.shape == (32, 32)
+    clip = create_clip("micro-clip", ClipOptions(pretrained=str(path)))
+    assert clip.embed_dim == 32 and clip.weights_id == f"micro-clip-sha256:{file_sha256(path)}"
+    torch.testing.assert_close(clip.model.state_dict(), loaded.state_dict())
+    saved = tmp_path / "finetuned.pt"          # --load of a model file of that size: the same architecture
+    torch.save(loaded.state_dict(), saved)
+    again = create_clip("micro-clip", ClipOptions(pretrained=str(path)), load=str(saved))
+    assert again.embed_dim == 32 and again.weights_id == f"file-sha256:{file_sha256(saved)}"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "could not be read"),
+    ('{"embed_dim": 32}', "open_clip's format"),
+    ('{"embed_dim": 32, "vision_cfg": {"image_size": 64}, "text_cfg": {}}', "image_size must be 32"),
+    ('{"embed_dim": 32, "vision_cfg": {}, "text_cfg": {"context_length": 77}}', "context_length must be 16"),
+])
+def test_a_bad_micro_clip_config_is_a_one_line_error(tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message) as info:
+        load_micro_clip_config(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_build_script_never_writes_another_size_over_the_shipped_weights(tmp_path):
+    from scripts.build_micro_clip import main as build
+    config = tmp_path / "small.json"
+    write_json(config, _small_config())
+    before = file_sha256(WEIGHTS_PATH)
+    with pytest.raises(SystemExit, match="shipped default-size"):
+        build(["--config", str(config), "--out", str(WEIGHTS_PATH), "--steps", "1"])
+    assert file_sha256(WEIGHTS_PATH) == before and not config_path_for(WEIGHTS_PATH).exists()
