@@ -45,7 +45,7 @@ Deviations from the reference:
   code); the head is WiSE-FT's zero-shot ``ClassificationHead`` (normalised input, weight = logit scale x the
   template-ensemble classifier, zero bias), which ZSCL's ``modeling.py`` comes from.
 - ZSCL runs ``iterations + 1`` steps, the last at lr 0 (no weight changes); ``--n_iters N`` runs N, the same
-  weights. One lr for every task: ZSCL's MTIL script raises it to 5e-5 for Aircraft and MNIST.
+  weights.
 - CLIP stays in eval mode while it trains (ZSCL's ``model.train()`` only changes BatchNorm statistics, of
   RN50-family backbones); no DataParallel; ``--precision`` autocast where ZSCL trains in fp32 (``--precision
   fp32`` matches it).

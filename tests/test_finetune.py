@@ -291,6 +291,7 @@ def test_best_config_on_mtil_is_zscls_finetune_script():
     run = config.run
     assert (run.n_iters, run.lr, run.batch_size, run.optimizer, run.optim_wd, run.eval_future) == \
         (1000, 1e-5, 64, "adamw", 0.0, True)
+    assert config.method.task_lr == ["aircraft=5e-5", "mnist=5e-5"]      # the lr array of every 11-dataset script
     # without a config: ZSCL's args.py (AdamW, lr 1e-5, batch 64, warm-up 100, no label smoothing) on micro-clip
     config, _ = parse_config(["--model", "finetune", "--dataset", "seq-synth"])
     assert (config.backbone, config.run.optimizer, config.run.lr, config.run.batch_size) == \

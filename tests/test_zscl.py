@@ -166,8 +166,9 @@ def test_zscl_reference_defaults_and_one_line_errors(cache_dir, tmp_path):
              data=data)
 
 
-def test_task_lr_is_zscls_per_dataset_lr(cache_dir):
-    view, model = make(cache_dir, "zscl", "--lr", "1e-5", "--task_lr", "icons=5e-5", "--warmup_iters", "0")
+@pytest.mark.parametrize("method", ["zscl", "finetune"])   # FinetuneClipModel's: ZSCL's scripts and Continual-FT
+def test_task_lr_is_zscls_per_dataset_lr(cache_dir, method):
+    view, model = make(cache_dir, method, "--lr", "1e-5", "--task_lr", "icons=5e-5", "--warmup_iters", "0")
     names = view.task_names
     for task, name in enumerate(names[:3]):
         model._current_task = task
@@ -177,9 +178,9 @@ def test_task_lr_is_zscls_per_dataset_lr(cache_dir):
         assert model.scheduler.get_last_lr()[0] == pytest.approx(expected)       # the cosine starts from it
     assert "icons" in names[:3]
     with pytest.raises(UserError, match="has no task 'aircraft'"):
-        make(cache_dir, "zscl", "--task_lr", "aircraft=5e-5")
+        make(cache_dir, method, "--task_lr", "aircraft=5e-5")
     with pytest.raises(UserError, match="is not NAME=LR"):
-        make(cache_dir, "zscl", "--task_lr", "icons")
+        make(cache_dir, method, "--task_lr", "icons")
 
 
 # ---- runs -----------------------------------------------------------------------------------------

@@ -30,9 +30,7 @@ change (:meth:`teacher_changed`); a subclass may also keep them on disk. A step 
 over the reference batch (with gradients) on top of ``finetune``'s, where ZSCL's code runs the teacher over the
 reference images and over every sentence at every step (4 passes per step).
 
-Per-task learning rates (``--task_lr aircraft=5e-5 mnist=5e-5``): ZSCL's MTIL scripts train Aircraft and MNIST at
-5e-5 and the rest at ``--lr``; a task whose dataset name (``dataset.task_names``, as ``mtil`` and ``synth-mtil``
-have) is listed trains at that lr (its warm-up and cosine follow it).
+Per-task learning rates (``--task_lr``) are ``FinetuneClipModel``'s.
 """
 from __future__ import annotations
 
@@ -70,8 +68,6 @@ class DistillationOptions(FinetuneOptions):
                                       "'teacher' (ZSCL's code: the frozen teacher's, so only the image tower is "
                                       "distilled) or 'student' (the model's own, re-encoded with gradients every "
                                       "step)", choices=("teacher", "student"))
-    task_lr: list[str] = option([], "per-task learning rates as NAME=LR for tasks named in the dataset's task_names "
-                                "(ZSCL's MTIL: aircraft=5e-5 mnist=5e-5); other tasks use --lr")
 
 
 class PositionFeatures:
@@ -112,7 +108,6 @@ class DistillationClipModel(FinetuneClipModel):
         self.teacher = FrozenNet(self.clip)
         self._teacher_text: Tensor | None = None
         self._teacher_images: PositionFeatures | None = None
-        self._task_lr = self._parse_task_lr(self.opts.task_lr)
         self._reference: tuple[Tensor, Tensor] | None = None
 
     # ---- what a subclass provides ------------------------------------------------------------
@@ -207,38 +202,3 @@ class DistillationClipModel(FinetuneClipModel):
         if self._reference is None:            # called outside observe (e.g. by a test): no reference batch
             return loss
         return loss + self.distillation(*self.reference_batch(*self._reference))
-
-    # ---- per-task learning rates ----------------------------------------------------------------
-    def _parse_task_lr(self, entries: list[str]) -> dict[str, float]:
-        names = getattr(self.dataset, "task_names", None)
-        out = {}
-        for entry in entries:
-            name, sep, value = entry.partition("=")
-            try:
-                lr = float(value) if sep else None
-            except ValueError:
-                lr = None
-            if lr is None or lr < 0:
-                raise UserError(f"--task_lr: '{entry}' is not NAME=LR (e.g. aircraft=5e-5)")
-            if names is None:
-                raise UserError(f"--task_lr: {self.dataset.NAME} does not name its tasks; use --lr")
-            if name not in names:
-                raise UserError(f"--task_lr: {self.dataset.NAME} has no task '{name}' (its tasks: "
-                                f"{', '.join(names)})")
-            out[name] = lr
-        return out
-
-    def task_learning_rate(self, task: int | None = None) -> float:
-        """The lr of ``task`` (default: the current one): its ``--task_lr``, else ``--lr``."""
-        task = self.current_task if task is None else task
-        names = getattr(self.dataset, "task_names", None)
-        if self._task_lr and names is not None and task < len(names):
-            return self._task_lr.get(names[task], self.args.lr)
-        return self.args.lr
-
-    def get_optimizer(self):
-        optimizer = super().get_optimizer()
-        lr = self.task_learning_rate() if hasattr(self, "_task_lr") else self.args.lr
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return optimizer

@@ -40,6 +40,9 @@ What it owns, so that a subclass only adds its own loss terms or weight merges:
   parameters, rebuilt every task (``meta_begin_task``), stepped every iteration by ZSCL's ``cosine_lr``
   (``utils.schedulers.zscl_cosine``: ``--warmup_iters`` linear warm-up, cosine to 0 at the task's last step,
   ``--n_iters`` or the task's epochs x batches); ``--lr_scheduler`` and ``--scheduler_mode`` do not apply.
+  ``--task_lr aircraft=5e-5 mnist=5e-5``: ZSCL's 11-dataset scripts (ZSCL, WiSE-FT, LwF, ...) train Aircraft and
+  MNIST at 5e-5 and the rest at ``--lr``; a task whose dataset name (``dataset.task_names``, as ``mtil`` and
+  ``synth-mtil`` have) is listed trains at that lr (its warm-up and cosine follow it).
 - the input: when the image tower is frozen (``text``, ``fc``) cached image features (``--feature_cache``);
   when it trains, CLIP-preprocessed images with the dataset's training augmentation and no cache.
 - the weight-space options of ZSCL's framework (``models/utils/weight_space.py``), on the weights of CLIP and the
@@ -148,6 +151,8 @@ class FinetuneOptions:
                                "weights before the previous pull) or zeroshot", choices=("n", "t", "zeroshot"))
     l2: float = option(0.0, "adds l2 * sum ||theta - theta_start||^2 over the trained parameters (theta_start: the "
                        "weights at the start of the task); ZSCL: 1", min=0.0)
+    task_lr: list[str] = option([], "per-task learning rates as NAME=LR for tasks named in the dataset's task_names "
+                                "(ZSCL's MTIL scripts: aircraft=5e-5 mnist=5e-5); other tasks use --lr")
     # orthogonal gradients and LoRA (the MTIL framework's): models/utils/orthogonal_gradients.py, models/utils/lora.py
     orthogonal_gradients: int = option(0, "OGD: collect N + 1 gradient snapshots per task on the trained attention, "
                                        "MLP and LayerNorm weights, keep their SVD basis, and project every later "
@@ -184,6 +189,7 @@ def zero_shot_head(weights: Tensor, scale: float) -> nn.Linear:
 
 class FinetuneClipModel(ClipModel):
     Options: ClassVar[type] = FinetuneOptions
+    _task_lr: dict[str, float] | None = None   # --task_lr, parsed on first use
     SCORES_OTHER_DATASETS: ClassVar[bool] = True
     #: no memory unless a subclass replays (icarl-clip sets REQUIRES_BUFFER)
     SUPPORTS_BUFFER: ClassVar[bool] = False
@@ -217,6 +223,7 @@ class FinetuneClipModel(ClipModel):
         if (o.lora_shared or o.lora_shared_split_qkvo) and not o.lora:
             raise UserError("--lora_shared and --lora_shared_split_qkvo need --lora 1")
         self.lora = self._inject_lora() if o.lora else None
+        self._task_lr = self._parse_task_lr(o.task_lr)   # a bad --task_lr is an error before any training
         self.ogd = self._make_ogd()
         self._classifier: Tensor | None = None           # the evaluation classifier while weights are unchanged
         self._train_text: dict[tuple[int, int], Tensor] = {}   # tokens (text trains) or features (frozen text)
@@ -290,6 +297,44 @@ class FinetuneClipModel(ClipModel):
 
     def get_parameters(self):
         return list(self.trained_parameters().values())
+
+    # ---- per-task learning rates ----------------------------------------------------------------
+    def _parse_task_lr(self, entries: list[str]) -> dict[str, float]:
+        names = getattr(self.dataset, "task_names", None)
+        out = {}
+        for entry in entries:
+            name, sep, value = entry.partition("=")
+            try:
+                lr = float(value) if sep else None
+            except ValueError:
+                lr = None
+            if lr is None or lr < 0:
+                raise UserError(f"--task_lr: '{entry}' is not NAME=LR (e.g. aircraft=5e-5)")
+            if names is None:
+                raise UserError(f"--task_lr: {self.dataset.NAME} does not name its tasks; use --lr")
+            if name not in names:
+                raise UserError(f"--task_lr: {self.dataset.NAME} has no task '{name}' (its tasks: "
+                                f"{', '.join(names)})")
+            out[name] = lr
+        return out
+
+    def task_learning_rate(self, task: int | None = None) -> float:
+        """The lr of ``task`` (default: the current one): its ``--task_lr``, else ``--lr``."""
+        task = self.current_task if task is None else task
+        names = getattr(self.dataset, "task_names", None)
+        if self._task_lr is None:              # get_optimizer may run before __init__ has parsed --task_lr
+            self._task_lr = self._parse_task_lr(self.opts.task_lr)
+        if self._task_lr and names is not None and task < len(names):
+            return self._task_lr.get(names[task], self.args.lr)
+        return self.args.lr
+
+    def get_optimizer(self):
+        optimizer = super().get_optimizer()
+        lr = self.task_learning_rate()
+        if lr != self.args.lr:                 # only a --task_lr task changes the optimizer's lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        return optimizer
 
     def get_scheduler(self, steps_per_epoch: int, n_epochs: int):
         total = self.args.n_iters if self.args.n_iters is not None else steps_per_epoch * n_epochs
