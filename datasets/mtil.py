@@ -3,7 +3,8 @@ one task each with its own classes (1201 in all), class names and CLIP templates
 
 - ``--mtil_order I`` (alphabetical): Aircraft, Caltech101, CIFAR100, DTD, EuroSAT, Flowers, Food, MNIST,
   OxfordPet, StanfordCars, SUN397. ``--mtil_order II``: StanfordCars, Food, MNIST, OxfordPet, Flowers,
-  SUN397, Aircraft, Caltech101, DTD, EuroSAT, CIFAR100.
+  SUN397, Aircraft, Caltech101, DTD, EuroSAT, CIFAR100. ``--mtil_order DTD,EuroSAT`` (any comma-separated
+  list): those datasets in that order.
 - Splits as ZSCL: the official train/test splits (Aircraft ``train``, OxfordPet ``trainval``, DTD
   partition 1), and seeded 80/20 splits (seed 42) for Caltech101, EuroSAT and SUN397. SUN397's is over its
   images in sorted order (``--sun397_split sorted``, the same on every machine); ZSCL's is over torchvision's
@@ -39,6 +40,7 @@ from torch import Tensor
 from datasets.sources import get_source
 from datasets.utils.image_source import SubsetImages
 from datasets.utils.source_dataset import SequenceDataset
+from datasets.utils.task_order import resolve_task_order
 from utils.errors import UserError
 from utils.options import option
 
@@ -67,13 +69,16 @@ MEMBERS = {"Aircraft": "aircraft", "Caltech101": "caltech101", "CIFAR10": "cifar
            "DTD": "dtd", "EuroSAT": "eurosat", "Flowers": "flowers102", "Food": "food101", "MNIST": "mnist",
            "OxfordPet": "oxford_pets", "StanfordCars": "stanford_cars", "SUN397": "sun397"}
 
+#: what ``--mtil_order NAME,...`` accepts: source names and the framework's names (CIFAR10 is evaluated only)
+TRAINABLE_NAMES = {**{name: name for name in ORDERS["I"]}, **{k: v for k, v in MEMBERS.items() if v != EVAL_ONLY}}
+
 
 @dataclass
 class MTILOptions:
     mtil_order: str = option("I", "task order: I (alphabetical: Aircraft, Caltech101, CIFAR100, DTD, EuroSAT, "
                              "Flowers, Food, MNIST, OxfordPet, StanfordCars, SUN397) or II (StanfordCars, Food, MNIST, "
-                             "OxfordPet, Flowers, SUN397, Aircraft, Caltech101, DTD, EuroSAT, CIFAR100)",
-                             choices=("I", "II"))
+                             "OxfordPet, Flowers, SUN397, Aircraft, Caltech101, DTD, EuroSAT, CIFAR100), or a "
+                             "comma-separated list of datasets (a subset or another order, e.g. DTD,EuroSAT)")
     mtil_few_shot: int = option(0, "training images kept per class, drawn with --seed (few-shot MTIL uses 5); "
                                 "0 = whole training sets. Test sets are always whole", min=0)
     mtil_eval_cifar10: bool = option(False, "append CIFAR10 as a 12th task that is only evaluated (ZSCL's zero-shot "
@@ -99,7 +104,7 @@ class MTIL(SequenceDataset):
         options = options if options is not None else MTILOptions()
         self.refuse_global_class_order(args)
         self.member_tasks = list(tasks) if tasks else None
-        names = list(tasks or ORDERS[options.mtil_order])
+        names = list(tasks or resolve_task_order(options.mtil_order, ORDERS, TRAINABLE_NAMES))
         if options.mtil_eval_cifar10 and not tasks:
             if not args.eval_future or args.stop_after != len(names):
                 raise UserError(f"--mtil_eval_cifar10 1 appends CIFAR10 as task {len(names) + 1}, which must never be "

@@ -7,7 +7,7 @@ in all. micro-clip's zero-shot accuracy on them ranges from near chance (shades,
 (textures, styles, scenes) to high (shapes, icons), so fine-tuning has much to gain on each, and much zero-shot
 transfer to lose on the datasets not trained yet: the MTIL pattern. As ``mtil``: task-IL evaluation
 (``SETTING``), per-dataset templates (the first is the training prompt, evaluation averages them all),
-``--mtil_order I|II``, and with ``--eval_future 1`` the Transfer / Avg / Last summary in ``metrics.task_il.mtil``.
+``--mtil_order I|II`` (or any comma-separated sequence of the seven), and with ``--eval_future 1`` the Transfer / Avg / Last summary in ``metrics.task_il.mtil``.
 """
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ import torch
 
 from datasets.utils.continual_dataset import ContinualDataset
 from datasets.utils.synthetic_tasks import ORDERS, SYNTH_TASKS, make_task_split
+from datasets.utils.task_order import resolve_task_order
 from datasets.utils.synthetic_world import SyntheticWorld
 from utils.options import option
 
 
 @dataclass
 class SynthMTILOptions:
-    mtil_order: str = option("I", "task order: I (alphabetical: " + ", ".join(ORDERS["I"]) + ") or II ("
-                             + ", ".join(ORDERS["II"]) + ")", choices=("I", "II"))
+    mtil_order: str = option("I", "task order: I (alphabetical: " + ", ".join(ORDERS["I"]) + "), II ("
+                             + ", ".join(ORDERS["II"]) + "), or a comma-separated list of datasets (a subset or "
+                             "another order)")
     synth_train_per_class: int = option(100, "training images generated per class", min=1)
     synth_test_per_class: int = option(25, "test images generated per class", min=1)
     synth_world_seed: int = option(0, "seed of the image generator (not of the class order: see --seed)", min=0)
@@ -53,7 +55,7 @@ class SynthMTIL(ContinualDataset):
         self.refuse_global_class_order(args)
         self.world = SyntheticWorld(seed=options.synth_world_seed, image_size=self.IMAGE_SIZE)
         self.member_tasks = list(tasks) if tasks else None
-        self.task_names = list(tasks or ORDERS[options.mtil_order])
+        self.task_names = list(tasks or resolve_task_order(options.mtil_order, ORDERS, {n: n for n in SYNTH_TASKS}))
         self.tasks = [SYNTH_TASKS[n] for n in self.task_names]
         self.N_TASKS = len(self.tasks)
         self.N_CLASSES_PER_TASK = [len(t.class_names) for t in self.tasks]

@@ -268,6 +268,13 @@ def split(ds, name):
         return ds.split(name)
 
 
+def test_a_custom_mtil_order_takes_framework_or_source_names(mtil_root):
+    ds = mtil(mtil_root, mtil_order="DTD,eurosat,MNIST")
+    assert ds.task_names == ["dtd", "eurosat", "mnist"] and ds.classes_per_task == [47, 10, 10]
+    with pytest.raises(UserError, match="unknown dataset 'CIFAR10'"):    # evaluated only, never trained
+        mtil(mtil_root, mtil_order="DTD,CIFAR10")
+
+
 @pytest.mark.parametrize("order, names", [("I", ORDER_I), ("II", ORDER_II)])
 def test_mtil_tasks_classes_and_templates(mtil_root, order, names):
     ds = mtil(mtil_root, class_order="random", seed=3, mtil_order=order)

@@ -52,6 +52,31 @@ def test_both_orders_see_the_same_images_per_dataset():
         assert torch.equal(img_a[sel_a], img_b[sel_b])
 
 
+def test_a_custom_order_trains_those_datasets_in_that_order():
+    """``--mtil_order a,b,c``: a subset (leave-one-out) or another order, the same images per dataset."""
+    full, custom = make(synth_test_per_class=3), make(mtil_order="Shapes, counting,icons", synth_test_per_class=3)
+    assert custom.task_names == ["shapes", "counting", "icons"] and custom.N_TASKS == 3
+    assert custom.n_classes == sum(len(SYNTH_TASKS[n].class_names) for n in custom.task_names)
+    img_c, lab_c = custom.split("test")
+    img_f, lab_f = full.split("test")
+    lo_c, hi_c = custom.get_offsets(1)
+    lo_f, hi_f = full.get_offsets(full.task_names.index("counting"))
+    assert torch.equal(img_c[(lab_c >= lo_c) & (lab_c < hi_c)], img_f[(lab_f >= lo_f) & (lab_f < hi_f)])
+    assert custom.describe() != full.describe()                     # feature-cache keys tell them apart
+
+
+@pytest.mark.parametrize("order, message", [
+    ("III", "neither a named order"),
+    ("shapes,shpaes", "Did you mean 'shapes'"),
+    ("shapes,Shapes", "listed twice"),
+])
+def test_a_bad_custom_order_is_a_one_line_error(order, message):
+    from utils.errors import UserError
+    with pytest.raises(UserError, match=message) as info:
+        make(mtil_order=order, synth_test_per_class=3)
+    assert "--mtil_order" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_splits_are_deterministic_and_train_differs_from_test():
     world = SyntheticWorld(0)
     task = SYNTH_TASKS["scenes"]
