@@ -105,7 +105,8 @@ def load_micro_clip_config(path: str | Path) -> dict:
             and isinstance(cfg.get("embed_dim"), int)):
         raise UserError(f"micro-clip config {path}: expected open_clip's format, a JSON object with embed_dim, "
                         f"vision_cfg and text_cfg (as backbone/micro_clip.py's MICRO_CLIP_CONFIG)")
-    for section, key, value in (("vision_cfg", "image_size", IMAGE_SIZE), ("text_cfg", "context_length", CONTEXT_LENGTH)):
+    fixed = (("vision_cfg", "image_size", IMAGE_SIZE), ("text_cfg", "context_length", CONTEXT_LENGTH))
+    for section, key, value in fixed:
         if cfg[section].get(key, value) != value:
             raise UserError(f"micro-clip config {path}: {section}.{key} must be {value} (the synthetic world's), "
                             f"got {cfg[section][key]!r}")

@@ -7,7 +7,8 @@ in all. micro-clip's zero-shot accuracy on them ranges from near chance (shades,
 (textures, styles, scenes) to high (shapes, icons), so fine-tuning has much to gain on each, and much zero-shot
 transfer to lose on the datasets not trained yet: the MTIL pattern. As ``mtil``: task-IL evaluation
 (``SETTING``), per-dataset templates (the first is the training prompt, evaluation averages them all),
-``--mtil_order I|II`` (or any comma-separated sequence of the seven), and with ``--eval_future 1`` the Transfer / Avg / Last summary in ``metrics.task_il.mtil``.
+``--mtil_order I|II`` (or any comma-separated sequence of the seven), and with ``--eval_future 1`` the Transfer /
+Avg / Last summary in ``metrics.task_il.mtil``.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import torch
 
 from datasets.utils.continual_dataset import ContinualDataset
 from datasets.utils.synthetic_tasks import ORDERS, SYNTH_TASKS, make_task_split
-from datasets.utils.task_order import resolve_task_order
 from datasets.utils.synthetic_world import SyntheticWorld
+from datasets.utils.task_order import resolve_task_order
 from utils.options import option
 
 

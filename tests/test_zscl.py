@@ -179,8 +179,9 @@ def test_task_lr_is_zscls_per_dataset_lr(cache_dir, method):
     assert "icons" in names[:3]
     with pytest.raises(UserError, match="has no task 'aircraft'"):
         make(cache_dir, method, "--task_lr", "aircraft=5e-5")
-    with pytest.raises(UserError, match="is not NAME=LR"):
-        make(cache_dir, method, "--task_lr", "icons")
+    for bad in ("icons", "icons=nan", "icons=inf", "icons=-1"):
+        with pytest.raises(UserError, match="is not NAME=LR"):
+            make(cache_dir, method, "--task_lr", bad)
 
 
 # ---- runs -----------------------------------------------------------------------------------------

@@ -11,23 +11,27 @@ from typing import Mapping, Sequence
 from utils.errors import UserError, unknown_name_error
 
 
+def _key(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
 def resolve_task_order(value: str, orders: Mapping[str, Sequence[str]], aliases: Mapping[str, str]) -> list[str]:
     """The task names of ``value``: a key of ``orders``, or comma-separated names (``aliases`` maps every accepted
     spelling to a task name). Unknown, repeated or missing names are one-line errors naming ``--mtil_order``."""
     if value in orders:
         return list(orders[value])
-    key = lambda name: name.strip().lower().replace("-", "_")  # noqa: E731
-    known = {key(a): task for a, task in aliases.items()}
-    names = [n for n in value.split(",")]
-    if len(names) == 1 and key(names[0]) not in known:
-        valid = ", ".join(orders)
-        raise UserError(f"--mtil_order: '{value}' is neither a named order ({valid}) nor a comma-separated list of "
-                        f"datasets (e.g. {','.join(list(orders.values())[0][:3])})")
+    known = {_key(a): task for a, task in aliases.items()}
+    names = value.split(",")
+    if len(names) == 1 and _key(value) not in known:
+        example = ",".join(next(iter(orders.values()))[:3])
+        raise UserError(f"--mtil_order: '{value}' is neither a named order ({', '.join(orders)}) nor a "
+                        f"comma-separated list of datasets (e.g. {example})")
     tasks = []
     for name in names:
-        if key(name) not in known:
-            raise UserError(f"--mtil_order: {unknown_name_error('dataset', name.strip(), sorted(set(aliases.values())))}")
-        task = known[key(name)]
+        if _key(name) not in known:
+            error = unknown_name_error("dataset", name.strip(), set(aliases.values()))
+            raise UserError(f"--mtil_order: {error}")
+        task = known[_key(name)]
         if task in tasks:
             raise UserError(f"--mtil_order: '{name.strip()}' is listed twice")
         tasks.append(task)

@@ -77,6 +77,7 @@ CLIP stays in eval mode (``ClipBackbone.train``): no dropout or BatchNorm statis
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -308,8 +309,8 @@ class FinetuneClipModel(ClipModel):
                 lr = float(value) if sep else None
             except ValueError:
                 lr = None
-            if lr is None or lr < 0:
-                raise UserError(f"--task_lr: '{entry}' is not NAME=LR (e.g. aircraft=5e-5)")
+            if lr is None or not math.isfinite(lr) or lr < 0:
+                raise UserError(f"--task_lr: '{entry}' is not NAME=LR with a finite LR >= 0 (e.g. aircraft=5e-5)")
             if names is None:
                 raise UserError(f"--task_lr: {self.dataset.NAME} does not name its tasks; use --lr")
             if name not in names:
