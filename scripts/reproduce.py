@@ -70,6 +70,15 @@ def _mtil(order: str, reported: dict[str, tuple[float, float, float]]) -> Table:
                            "mtil_order": order}, rep("zero-shot")),
          Row("Continual-FT", {"model": "finetune", "dataset": "mtil", "model_config": "best", "mtil_order": order},
              rep("finetune")),
+         Row("LwF", {"model": "lwf-clip", "dataset": "mtil", "model_config": "best", "mtil_order": order},
+             rep("lwf-clip")),
+         Row("iCaRL", {"model": "icarl-clip", "dataset": "mtil", "model_config": "best", "mtil_order": order},
+             rep("icarl-clip")),
+         Row("LwF-VR", {"model": "lwf-vr", "dataset": "mtil", "model_config": "best", "mtil_order": order},
+             rep("lwf-vr")),
+         # WiSE_finetune.sh: --method finetune --wise_merge --wise_ft_model n --wise_ft_alpha 0.8
+         Row("WiSE-FT", {"model": "finetune", "dataset": "mtil", "model_config": "best", "wise_merge": 0.8,
+                         "wise_ft_model": "prev", "mtil_order": order}, rep("wise-ft")),
          Row("ZSCL", {"model": "zscl", "dataset": "mtil", "model_config": "best", "mtil_order": order}, rep("zscl"))],
         (0,), ZSCL_MTIL_SOURCE)
 
@@ -93,8 +102,12 @@ def tables() -> dict[str, Table]:
               [Row("CLAP", {"model": "clap4clip", "dataset": "seq-imagenet-r", "model_config": "best"},
                    {"avg_accuracy": 85.77, "last_accuracy": None})],
               (0, 1, 2), CLAP_SOURCE + "; only Avg was quoted"),
-        _mtil("I", {"zero-shot": (69.4, 65.3, 65.3), "finetune": (44.6, 55.9, 77.3), "zscl": (68.1, 75.4, 83.6)}),
-        _mtil("II", {"zero-shot": (65.4, 65.3, 65.3), "finetune": (46.6, 56.2, 67.4), "zscl": (64.2, 74.5, 83.4)}),
+        _mtil("I", {"zero-shot": (69.4, 65.3, 65.3), "finetune": (44.6, 55.9, 77.3), "lwf-clip": (56.9, 64.7, 74.6),
+                    "icarl-clip": (50.4, 65.7, 80.1), "lwf-vr": (57.2, 65.1, 76.6), "wise-ft": (52.3, 60.7, 77.7),
+                    "zscl": (68.1, 75.4, 83.6)}),
+        _mtil("II", {"zero-shot": (65.4, 65.3, 65.3), "finetune": (46.6, 56.2, 67.4), "lwf-clip": (53.2, 62.2, 71.9),
+                     "icarl-clip": (50.9, 56.9, 71.6), "lwf-vr": (53.1, 60.6, 68.3), "wise-ft": (51.0, 61.5, 72.2),
+                     "zscl": (64.2, 74.5, 83.4)}),
         Table("zscl-cifar100", "ZSCL class-incremental on CIFAR-100 (ViT-B/16, ZSCL's class order), class-IL", CIL,
               [Row(f"ZSCL, {n} steps", {"model": "zscl", "dataset": "seq-cifar100", "model_config": "best",
                                         "cifar100_tasks": n}, dict(zip(("avg_accuracy", "last_accuracy"), rep)))

@@ -62,9 +62,14 @@ def test_dry_runs_print_the_best_recipes_with_the_papers_seeds(tmp_path, monkeyp
     assert inr == (20, "clap4clip")
     for order in ("I", "II"):
         mtil = seen[f"zscl-mtil-{order}"]
-        assert [c.model for c in mtil] == ["zeroshot-clip", "finetune", "zscl"]
+        assert [c.model for c in mtil] == ["zeroshot-clip", "finetune", "lwf-clip", "icarl-clip", "lwf-vr",
+                                           "finetune", "zscl"]
         assert {c.data.mtil_order for c in mtil} == {order} and all(c.run.eval_future for c in mtil)
-        assert mtil[2].run.n_iters == 1000 and mtil[2].method.we
+        assert all(c.backbone == "ViT-B/16" and c.run.n_iters == 1000 for c in mtil[1:])
+        assert all(c.method.task_lr == ["aircraft=5e-5", "mnist=5e-5"] for c in mtil[1:])   # ZSCL's lr array
+        wise = mtil[5]
+        assert (wise.method.wise_merge, wise.method.wise_ft_model) == (0.8, "prev") and mtil[1].method.wise_merge is None
+        assert mtil[6].method.we and not mtil[4].method.we
     assert sorted(c.data.cifar100_tasks for c in seen["zscl-cifar100"]) == [10, 20, 50]
     cgil = seen["cgil-cub200"]
     assert sorted(c.run.seed for c in cgil) == [1992, 1996, 1997] and {c.backbone for c in cgil} == {"ViT-L/14"}
@@ -89,20 +94,23 @@ def fake_run(results: Path, cell: dict, metrics: dict, i: int) -> Path:
 def test_report_beside_the_reported_numbers_on_fake_runs(tmp_path):
     table = reproduce.tables()["zscl-mtil-I"]
     results = tmp_path / "results"
-    zeroshot, finetune, zscl = (reproduce.row_cells(table, row, (0,), {})[0] for row in table.rows)
-    fake_run(results, zeroshot, {"task_il": {"mtil": {"transfer": 69.0, "avg": 65.0, "last": 65.0}}}, 1)
-    fake_run(results, zscl, {"task_il": {"mtil": {"transfer": 67.25, "avg": 74.5, "last": 83.0}}}, 2)
-    # the whole command on fakes: every cell but finetune's is finished, so only finetune's would run; with the
-    # finetune cell finished too nothing runs, and the table comes out
-    fake_run(results, finetune, {"task_il": {"mtil": {"transfer": 44.0, "avg": 55.0, "last": 77.0}}}, 3)
+    cells = [reproduce.row_cells(table, row, (0,), {})[0] for row in table.rows]
+    assert [row.label for row in table.rows] == ["Zero-shot", "Continual-FT", "LwF", "iCaRL", "LwF-VR", "WiSE-FT",
+                                                 "ZSCL"]
+    fake_run(results, cells[0], {"task_il": {"mtil": {"transfer": 69.0, "avg": 65.0, "last": 65.0}}}, 1)
+    fake_run(results, cells[-1], {"task_il": {"mtil": {"transfer": 67.25, "avg": 74.5, "last": 83.0}}}, 2)
+    # the whole command on fakes: every cell is finished, so nothing runs, and the table comes out
+    for i, cell in enumerate(cells[1:-1], start=3):
+        fake_run(results, cell, {"task_il": {"mtil": {"transfer": 44.0, "avg": 55.0, "last": 77.0}}}, i)
     code, out, err = reproduce_main(["zscl-mtil-I", "--results_path", results])
     assert code == 0, err
-    assert out.count("skipped (completed)") == 3 and "3 of 3 cells finished" in out
+    assert out.count("skipped (completed)") == 7 and "7 of 7 cells finished" in out
     assert "| ZSCL | this sweep | 0 | 67.25 | 74.50 | 83.00 |" in out
     assert "| ZSCL | reported | – | 68.1 | 75.4 | 83.6 |" in out
     assert "| Zero-shot | reported | – | 69.4 | 65.3 | 65.3 |" in out
     assert "Reported: ZSCL (ICCV 2023) Table 1" in out and "zscl_mtil.md section 3.4" in out
-    assert (results / "grid.yaml").is_file() and len((results / "commands.sh").read_text().splitlines()) == 5
+    assert "| WiSE-FT | reported | – | 52.3 | 60.7 | 77.7 |" in out
+    assert (results / "grid.yaml").is_file() and len((results / "commands.sh").read_text().splitlines()) == 9
     # a row without finished runs shows dashes, and a number no source gave is never filled in
     cgil = reproduce.tables()["cgil-eurosat"]
     text = reproduce.report(cgil, cgil.seeds, {}, str(tmp_path / "none"))
