@@ -50,8 +50,9 @@ def new_run_dir(results_path: str, dataset: str, model: str) -> Path:
 
 
 def environment() -> dict[str, Any]:
-    """What a rerun must match for identical numbers: packages, and torch's CPU thread count (training from scratch
-    on the CPU, e.g. ER's small CNN, ends points apart with 1 and 2 threads)."""
+    """What a rerun must match for identical numbers: packages, torch's CPU thread count (training from scratch
+    on the CPU, e.g. ER's small CNN, ends points apart with 1 and 2 threads), and the CPU: its model and the vector
+    instructions torch's kernels use (``cpu_capability``, e.g. AVX2 or AVX512), which can move the last bits."""
     import torch
     versions = {}
     for name in PACKAGES:
@@ -60,7 +61,20 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {"python": platform.python_version(), "platform": platform.platform(),
-            "packages": versions, "torch_threads": torch.get_num_threads(), "git_commit": _git_commit()}
+            "packages": versions, "torch_threads": torch.get_num_threads(), "cpu": _cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "git_commit": _git_commit()}
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what ``platform.processor()`` says, or None)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _git_commit() -> str | None:
