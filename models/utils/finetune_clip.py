@@ -190,7 +190,9 @@ def zero_shot_head(weights: Tensor, scale: float) -> nn.Linear:
 
 class FinetuneClipModel(ClipModel):
     Options: ClassVar[type] = FinetuneOptions
-    _task_lr: dict[str, float] | None = None   # --task_lr, parsed on first use
+    #: --task_lr by task name, parsed by the first get_optimizer (in ContinualModel.__init__): a bad value is an
+    #: error before any training
+    _task_lr: dict[str, float] | None = None
     SCORES_OTHER_DATASETS: ClassVar[bool] = True
     #: no memory unless a subclass replays (icarl-clip sets REQUIRES_BUFFER)
     SUPPORTS_BUFFER: ClassVar[bool] = False
@@ -224,7 +226,6 @@ class FinetuneClipModel(ClipModel):
         if (o.lora_shared or o.lora_shared_split_qkvo) and not o.lora:
             raise UserError("--lora_shared and --lora_shared_split_qkvo need --lora 1")
         self.lora = self._inject_lora() if o.lora else None
-        self._task_lr = self._parse_task_lr(o.task_lr)   # a bad --task_lr is an error before any training
         self.ogd = self._make_ogd()
         self._classifier: Tensor | None = None           # the evaluation classifier while weights are unchanged
         self._train_text: dict[tuple[int, int], Tensor] = {}   # tokens (text trains) or features (frozen text)
@@ -323,7 +324,7 @@ class FinetuneClipModel(ClipModel):
         """The lr of ``task`` (default: the current one): its ``--task_lr``, else ``--lr``."""
         task = self.current_task if task is None else task
         names = getattr(self.dataset, "task_names", None)
-        if self._task_lr is None:              # get_optimizer may run before __init__ has parsed --task_lr
+        if self._task_lr is None:
             self._task_lr = self._parse_task_lr(self.opts.task_lr)
         if self._task_lr and names is not None and task < len(names):
             return self._task_lr.get(names[task], self.args.lr)
