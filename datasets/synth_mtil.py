@@ -44,8 +44,9 @@ class SynthMTIL(ContinualDataset):
     DEFAULTS = {"backbone": "micro-clip", "batch_size": 32, "optimizer": "adamw", "lr": 1e-5}
     IMAGE_SIZE = 32
 
-    #: 2: scenes are pairs of colours, no longer pairs of shapes
-    CONTENT_VERSION = 2
+    #: 2: scenes are pairs of colours, no longer pairs of shapes; 3: shades are aircraft against the sky, no
+    #: longer single objects in the pretraining domains (shapes' look)
+    CONTENT_VERSION = 3
 
     #: the datasets of the sequence, each of which ``--eval_datasets`` can evaluate alone (name -> task name)
     MEMBERS = {name: name for name in SYNTH_TASKS}

@@ -154,6 +154,6 @@ def test_the_world_version_is_part_of_what_identifies_the_images(monkeypatch):
     from utils.feature_cache import cache_key
     data = make(synth_train_per_class=2, synth_test_per_class=2)
     now = data.describe()
-    assert now["content_version"] == type(data).CONTENT_VERSION == 2
+    assert now["content_version"] == type(data).CONTENT_VERSION == 3
     monkeypatch.setattr(type(data), "CONTENT_VERSION", type(data).CONTENT_VERSION + 1)
     assert cache_key(dataset=data.describe()) != cache_key(dataset=now)

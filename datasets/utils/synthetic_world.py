@@ -287,9 +287,21 @@ def _sd_heart(x, y):
     return torch.where(x + y > 1, upper, lower) * scale
 
 
+def _sd_aircraft(x, y):
+    """An airliner seen from below, nose up: fuselage, swept wings, tailplane (the shear of the swept parts
+    keeps the distance approximately, which is all the anti-aliasing needs)."""
+    fuselage = _sd_box(x, y, 0.1, 0.88) - 0.04
+    wings = _sd_box(x, y - 0.12 + 0.42 * x.abs(), 0.95, 0.11)
+    tail = _sd_box(x, y + 0.72 + 0.3 * x.abs(), 0.36, 0.07)
+    return torch.minimum(fuselage, torch.minimum(wings, tail))
+
+
+#: Silhouettes no concept has and no pretraining image shows (``paint(shapes=...)`` indexes
+#: ``SHAPES + EXTRA_SHAPES``); synth-mtil's ``shades`` draws aircraft.
+EXTRA_SHAPES: tuple[str, ...] = ("aircraft",)
 _SDFS = (_sd_circle, _sd_square, _sd_triangle, _sd_diamond, _sd_cross,
-         _sd_ring, _sd_star, _sd_crescent, _sd_hexagon, _sd_heart)
-assert len(_SDFS) == len(SHAPES)
+         _sd_ring, _sd_star, _sd_crescent, _sd_hexagon, _sd_heart, _sd_aircraft)
+assert len(_SDFS) == len(SHAPES) + len(EXTRA_SHAPES)
 
 
 # Per-domain rendering style (order of ALL_DOMAINS).
@@ -495,7 +507,7 @@ class SyntheticWorld:
               rgb: torch.Tensor | None = None, textures: torch.Tensor | None = None) -> torch.Tensor:
         """``image`` with one object per row painted over it (returns a new tensor).
 
-        The object is concept ``ids`` unless ``shapes`` (indices of ``SHAPES``), ``rgb`` ((N, 3) base
+        The object is concept ``ids`` unless ``shapes`` (indices of ``SHAPES + EXTRA_SHAPES``), ``rgb`` ((N, 3) base
         colours) or ``textures`` (indices of ``ALL_TEXTURES``) override its attributes. ``scale`` is a
         ``(low, high)`` range, or per-row ``(N, 2)`` ranges, of the fraction of the half-image a shape
         unit spans; ``centre`` is ``(2, N)`` in [-1, 1] coordinates or ``None`` for a small jitter.
