@@ -162,9 +162,10 @@ def test_best_config_on_mtil_is_zscls_icarl():
 @pytest.mark.slow
 def test_icarl_clip_forgets_less_than_finetune(tmp_path):
     """synth-mtil, 10 training / 10 test images per class, 60 steps per task at lr 1e-4, batch 16, --ls 0.2, a memory
-    of 140 (20 per task at the end). Measured on seeds 0, 1, 2, task-IL (world version 2): BWT finetune -8.13 /
-    -8.62 / -7.85, icarl-clip -2.40 / -1.76 / -1.53; Last 50.68 / 52.07 / 52.30 against 52.38 / 54.38 / 53.65
-    (Transfer also rose, by 3.3-4.0). The margins asserted are at most half the smallest gap measured (5.73, 1.35).
+    of 140 (20 per task at the end). Measured on seeds 0, 1, 2, task-IL (world version 3): BWT finetune -11.96 /
+    -14.96 / -14.68, icarl-clip -8.68 / -7.87 / -7.71; Last 51.20 / 49.31 / 50.07 against 52.48 / 52.79 / 54.11
+    (Transfer also rose, by 2.0-2.4). The margins asserted are at most half the smallest gap measured (3.28, 1.28).
+    (World version 2: BWT gaps 5.73-6.86, Last gaps 1.35-2.31.)
     (On the first world design, at micro-clip's own logit scale 27.1, 20 steps hardly made finetune forget, BWT
     -0.97 on seed 0, so there was nothing to show; 20 steps were enough at the fixed scale 100 used before.)"""
     def metrics(model, *argv):
@@ -177,5 +178,5 @@ def test_icarl_clip_forgets_less_than_finetune(tmp_path):
 
     finetune = metrics("finetune")
     icarl = metrics("icarl-clip", "--buffer_size", "140")
-    assert icarl["bwt"] > finetune["bwt"] + 1.8, (icarl["bwt"], finetune["bwt"])
-    assert icarl["mtil"]["last"] > finetune["mtil"]["last"] + 0.65, (icarl["mtil"], finetune["mtil"])
+    assert icarl["bwt"] > finetune["bwt"] + 1.6, (icarl["bwt"], finetune["bwt"])
+    assert icarl["mtil"]["last"] > finetune["mtil"]["last"] + 0.6, (icarl["mtil"], finetune["mtil"])

@@ -196,20 +196,20 @@ def transfer_run(cache_dir, tmp_path, model, *argv):
 @pytest.mark.slow
 def test_zscl_lwf_clip_and_wise_ft_keep_more_transfer_than_finetune_where_finetune_forgets(cache_dir, tmp_path):
     """synth-mtil, 10 training / 5 test images per class, 10 steps per task at lr 3e-4 (where finetune loses zero-shot
-    transfer), zscl with WE every 2 steps, WiSE-FT = finetune --wise_merge 0.8. Measured (world version 2) Transfer /
-    Last, seeds 0, 1, 2: finetune 48.50 / 43.28, 47.77 / 49.42, 46.69 / 51.21; zscl 53.66 / 51.74, 53.45 / 53.38,
-    53.37 / 49.60; lwf-clip 52.83 / 49.52, 53.82 / 47.39, 53.40 / 47.87; WiSE-FT 50.94 / 47.29, 49.95 / 53.52,
-    48.95 / 51.82. The Transfer margins (seed 0: zscl +2.5, lwf-clip +2, WiSE-FT +1) are at most half of seed 0's
-    gaps (5.16, 4.33, 2.44) and below the smallest measured (5.16, 4.33, 2.18); zscl's Last is above finetune's on
-    seeds 0 and 1 (not on seed 2)."""
+    transfer), zscl with WE every 2 steps, WiSE-FT = finetune --wise_merge 0.8. Measured (world version 3) Transfer /
+    Last, seeds 0, 1, 2: finetune 48.25 / 42.50, 47.71 / 48.82, 47.02 / 51.39; zscl 52.63 / 52.14, 52.34 / 55.06,
+    52.21 / 53.03; lwf-clip 53.16 / 45.99, 52.86 / 46.94, 54.60 / 46.37; WiSE-FT 49.12 / 46.44, 49.21 / 50.20,
+    48.23 / 55.37; zero-shot Transfer 54.08. The Transfer margins (seed 0: zscl +2, lwf-clip +2, WiSE-FT +0.4) are at
+    most half of seed 0's gaps (4.38, 4.91, 0.87) and below the smallest measured (4.38, 4.91, 0.87); zscl's Last is
+    above finetune's on every seed."""
     finetune = transfer_run(cache_dir, tmp_path, "finetune")
     zscl = transfer_run(cache_dir, tmp_path, "zscl", "--avg_freq", "2")
-    assert zscl["transfer"] > finetune["transfer"] + 2.5, (finetune, zscl)
+    assert zscl["transfer"] > finetune["transfer"] + 2, (finetune, zscl)
     assert zscl["last"] >= finetune["last"], (finetune, zscl)
     lwf = transfer_run(cache_dir, tmp_path, "lwf-clip")
     assert lwf["transfer"] > finetune["transfer"] + 2, (finetune, lwf)
     wise = transfer_run(cache_dir, tmp_path / "wise", "finetune", "--wise_merge", "0.8")
-    assert wise["transfer"] > finetune["transfer"] + 1, (finetune, wise)
+    assert wise["transfer"] > finetune["transfer"] + 0.4, (finetune, wise)
 
 
 @pytest.mark.slow
