@@ -5,7 +5,8 @@ concepts, disjoint from the concepts micro-clip is pretrained on, so zero-shot a
 compositional transfer; and each class's images cycle over all eight rendering domains, four of which
 micro-clip never saw (neon, mosaic, clutter, faded: see ``datasets/utils/synthetic_world.py``), so
 zero-shot is also imperfect transfer to new styles, which a trained method can learn.
-``--synth_domains seen`` keeps the pretraining domains only (no style gap), ``unseen`` the new ones only.
+``--synth_domains seen`` keeps the pretraining domains only (no style gap), ``unseen`` the new ones only, and a
+domain's name (``neon``) that domain alone.
 ``--synth_tasks 1`` trains all 100 classes as one task: a method's joint-training upper bound, which tells
 forgetting apart from what the method cannot learn on this world at all.
 """
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from datasets.utils.continual_dataset import ContinualDataset
-from datasets.utils.synthetic_world import BENCHMARK_DOMAINS, DOMAINS, TEMPLATES, UNSEEN_DOMAINS, SyntheticWorld
+from datasets.utils.synthetic_world import (
+    ALL_DOMAINS, BENCHMARK_DOMAINS, DOMAINS, TEMPLATES, UNSEEN_DOMAINS, SyntheticWorld,
+)
 from utils.augment import RandomCropFlip
 from utils.options import option
 
@@ -27,14 +30,16 @@ class SynthOptions:
     synth_test_per_class: int = option(50, "test images generated per class", min=1)
     synth_world_seed: int = option(0, "seed of the image generator (not of the class order: see --seed)", min=0)
     synth_domains: str = option("all", "rendering domains of the images: all eight (default), the four micro-clip "
-                                "was pretrained on (seen: no style gap), or the four it never saw (unseen)",
-                                choices=("all", "seen", "unseen"))
+                                "was pretrained on (seen: no style gap), the four it never saw (unseen), or one "
+                                "domain by name (photo, ..., faded)",
+                                choices=("all", "seen", "unseen", *ALL_DOMAINS))
     synth_tasks: int = option(10, "number of equal tasks the 100 classes are split into; 1 trains them all at once "
                               "(joint training: the method's upper bound)", choices=(1, 2, 5, 10, 20))
 
 
-#: --synth_domains -> the domains each class's images cycle over
-DOMAIN_SETS = {"all": BENCHMARK_DOMAINS, "seen": DOMAINS, "unseen": UNSEEN_DOMAINS}
+#: --synth_domains -> the domains each class's images cycle over (one domain alone: a single look, as most real
+#: datasets have, which separates "a new style" from "a mixture of styles")
+DOMAIN_SETS = {"all": BENCHMARK_DOMAINS, "seen": DOMAINS, "unseen": UNSEEN_DOMAINS, **{d: (d,) for d in ALL_DOMAINS}}
 
 
 class SequentialSynth(ContinualDataset):

@@ -7,6 +7,7 @@ import torch
 
 from datasets import get_dataset_class, list_datasets
 from datasets.utils.continual_dataset import ContinualDataset
+from datasets.utils.synthetic_world import ALL_DOMAINS
 from utils.errors import UserError
 from utils.run_options import RunOptions
 
@@ -134,3 +135,23 @@ def test_seq_synth_task_count(n_tasks):
     ten = cls(args(class_order="random", seed=3), cls.Options(synth_train_per_class=2, synth_test_per_class=1))
     assert ds.class_names == ten.class_names               # same classes, same order: only the split differs
     assert torch.equal(ds.task_data(n_tasks - 1, "test").labels.unique(), torch.arange(100 - 100 // n_tasks, 100))
+
+
+def test_seq_synth_one_domain_by_name():
+    """--synth_domains neon: every image in that one look (the same images as the world renders in it), which
+    separates learning a new style from learning a mixture of styles."""
+    cls = get_dataset_class("seq-synth")
+    ds = cls(args(class_order="random", seed=3), cls.Options(synth_train_per_class=2, synth_test_per_class=2,
+                                                           synth_domains="neon"))
+    images, labels = ds.split("test")
+    ref, _, domains = ds.world.make_split(ds.concept_ids, 2, "test", domains=("neon",))
+    assert torch.equal(images, ref)
+    assert set(domains.tolist()) == {ALL_DOMAINS.index("neon")}
+    allimg, _ = cls(args(class_order="random", seed=3),
+                    cls.Options(synth_train_per_class=2, synth_test_per_class=2)).split("test")
+    assert not torch.equal(images, allimg)
+
+
+def test_seq_synth_unknown_domain_is_a_one_line_error(main_runner):
+    out = main_runner(["--model", "zeroshot-clip", "--dataset", "seq-synth", "--synth_domains", "neonn"])
+    assert out.returncode == 2 and "Did you mean 'neon'?" in out.stderr and "Traceback" not in out.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -143,7 +144,9 @@ def _check(f: dataclasses.Field, value: Any, flag: str) -> Any:
     meta = f.metadata
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        raise UserError(f"{flag}: '{value}' is not one of {', '.join(map(str, choices))}")
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+        hint = f". Did you mean '{close[0]}'?" if close else ""
+        raise UserError(f"{flag}: '{value}' is not one of {', '.join(map(str, choices))}{hint}")
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and value < lo:
         raise UserError(f"{flag}: {value} is below the minimum {lo} (accepted range: {_range(lo, hi)})")
