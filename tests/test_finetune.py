@@ -282,6 +282,7 @@ def test_synth_mtil_run_completes(cache_dir, tmp_path):
     results = json.loads((run_experiment(config) / "results.json").read_text())
     assert results["tasks_completed"] == 7 and results["setting"] == "task-il"
     assert set(results["metrics"]["task_il"]["mtil"]) >= {"transfer", "avg", "last"}
+    assert results["task_names"] == ["counting", "icons", "scenes", "shades", "shapes", "styles", "textures"]
 
 
 def test_best_config_on_mtil_is_zscls_finetune_script():

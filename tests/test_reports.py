@@ -187,3 +187,33 @@ def test_an_unreadable_run_is_skipped_with_a_warning(fake_runs):
     with pytest.warns(UserWarning, match="skipping"):
         runs = load_runs([fake_runs])
     assert len(runs) == 4
+
+
+def test_interference_report_says_which_task_costs_which(tmp_path, capsys):
+    """scripts/interference.py on two runs of three named tasks: the mean matrix's diagonal, last row, forgetting and
+    the change each task's training makes to the earlier ones."""
+    rows = {0: ([50.0], [40.0, 90.0], [30.0, 60.0, 70.0]), 1: ([60.0], [40.0, 80.0], [20.0, 70.0, 80.0])}
+    for seed, matrix in rows.items():
+        run_dir = tmp_path / f"run{seed}"
+        run_dir.mkdir()
+        config = copy.deepcopy(TEMPLATE)
+        config["run"].update(seed=seed)
+        write_json(run_dir / "config.json", config)
+        recorder = RunRecorder(run_dir, 3, {"model": "finetune", "dataset": "synth-mtil", "backbone": "micro-clip",
+                                            "seed": seed, "task_names": ["shades", "shapes", "styles"]})
+        for row in matrix:
+            acc = dict(enumerate(row))
+            recorder.add_row(acc, acc, 1.0, {"sizes": {k: 10 for k in acc}})
+        recorder.status = "completed"
+        recorder.write()
+    module = script("interference")
+    assert module.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    # mean matrix: [55], [40, 85], [25, 65, 75]
+    assert "seeds 0,1" in out and "shades" in out.splitlines()[1]
+    assert out.splitlines()[2].split()[-3:] == ["55.0", "85.0", "75.0"]          # after its task
+    assert out.splitlines()[3].split()[-3:] == ["25.0", "65.0", "75.0"]          # after the last
+    assert "mean over all but the last task): 25.0" in out                        # (30 + 20) / 2
+    assert "shapes   shades -15.0" in out and "shades -15.0  shapes -20.0" in out
+    assert "largest costs: styles -> shapes -20.0, shapes -> shades -15.0, styles -> shades -15.0" in out
+    assert module.main([str(tmp_path / "nothing-here")]) == 2

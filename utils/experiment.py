@@ -120,6 +120,8 @@ def _loop(config: Config, run_dir: Path, dataset, model, resuming: bool, fresh: 
               "seed": config.run.seed, "class_order": [int(c) for c in dataset.class_order],
               "class_names": dataset.class_names, "setting": dataset.SETTING, "precision": model.precision,
               "environment": environment()}
+    if getattr(dataset, "task_names", None):      # sequences of named datasets (mtil, synth-mtil)
+        header["task_names"] = list(dataset.task_names)
     recorder = RunRecorder(run_dir, dataset.N_TASKS, header)
     recorder.writes = distributed.is_main()       # DDP: the other ranks keep their records in memory only
     recorder.eval_only_tasks = list(getattr(dataset, "eval_only_tasks", []))
