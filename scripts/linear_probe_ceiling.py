@@ -5,7 +5,8 @@ A frozen-feature method (CLIP-Adapter, CoOp's image side, CLAP's heads) cannot b
 this says how much that is: on seq-synth overall and per rendering domain, and on synth-mtil per dataset, beside
 zero-shot (what fine-tuning a dataset should at least reach, since its features start there).
 
-Usage: python scripts/linear_probe_ceiling.py [--benchmark seq-synth|synth-mtil] [--synth_domains all|seen|unseen]
+Usage: python scripts/linear_probe_ceiling.py [--benchmark seq-synth|synth-mtil]
+       [--synth_domains all|seen|unseen|DOMAIN]
        [--weight_decay 1e-4]
 """
 from __future__ import annotations
