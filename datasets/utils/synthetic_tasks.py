@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from datasets.utils.split_memo import RENDERED
 from datasets.utils.synthetic_world import (
@@ -132,8 +133,8 @@ def _sky(world: SyntheticWorld, n: int, g: torch.Generator) -> torch.Tensor:
     top = _uniform(n, 0.72, 0.9, g)[:, None, None, None]
     drop = _uniform(n, 0.08, 0.2, g)[:, None, None, None]
     tint = torch.tensor([-0.03, 0.0, 0.04]).view(1, 3, 1, 1) + torch.randn(n, 3, 1, 1, generator=g) * 0.015
-    clouds = torch.nn.functional.interpolate(torch.randn(n, 1, 4, 4, generator=g), size=(size, size),
-                                             mode="bicubic", align_corners=False)
+    clouds = F.interpolate(torch.randn(n, 1, 4, 4, generator=g), size=(size, size), mode="bicubic",
+                           align_corners=False)
     return top - drop * ((1 - world._gy) / 2) + tint + 0.03 * clouds
 
 
@@ -143,8 +144,9 @@ def _render_shades(world, labels, g):
     n = labels.numel()
     rgb = torch.tensor(list(SHADES.values()))[labels]
     photo = torch.full((n,), DOMAINS.index("photo"))
+    aircraft = torch.full((n,), len(SHAPES) + EXTRA_SHAPES.index("aircraft"))
     image = world.paint(_sky(world, n, g), _random_concepts(world, n, g), photo, g, scale=(0.55, 0.75),
-                        shapes=torch.full((n,), len(SHAPES) + EXTRA_SHAPES.index("aircraft")), rgb=rgb, textures=torch.zeros(n, dtype=torch.long))
+                        shapes=aircraft, rgb=rgb, textures=torch.zeros(n, dtype=torch.long))
     return world.finish(image, photo, g)
 
 
