@@ -36,6 +36,9 @@ ZSCL_MTIL_SOURCE = ("ZSCL (ICCV 2023) Table 1, ViT-B/16, the numbers stored in i
                     "shared/reference/zscl_mtil.md section 3.4")
 ZSCL_CIL_SOURCE = ("ZSCL (ICCV 2023) class-incremental CIFAR-100 table, ViT-B/16: shared/reference/zscl_mtil.md "
                    "section 3.5 (10-step Avg confirmed by a secondary source; the other numbers recalled, unverified)")
+SYNTH_MTIL_SOURCE = ("Tusk's README (the ZSCL family's synth-mtil table, world version 3, seeds 0-2, measured "
+                     "2026-12-04 on a CPU: identical for the same packages and CPU, the last digits can move on "
+                     "another CPU); a row the README did not measure is shown as -")
 CGIL_SOURCE = ("CGIL (BMVC 2024): its tables were not retrieved (shared/reference/cgil_coop_maple_attriclip.md section "
                "1.12), so no number is shown")
 MTIL = (("task_il.mtil.transfer", "Transfer"), ("task_il.mtil.avg", "Avg"), ("task_il.mtil.last", "Last"))
@@ -60,27 +63,31 @@ class Table:
     source: str
 
 
-def _mtil(order: str, reported: dict[str, tuple[float, float, float]]) -> Table:
+def _mtil(order: str, reported: dict[str, tuple[float | None, float | None, float | None]], dataset: str = "mtil"
+          ) -> Table:
+    """ZSCL's Table 1 rows (zero-shot, Continual-FT, LwF, iCaRL, LwF-VR, WiSE-FT, ZSCL) on ``dataset``: ``mtil``
+    (ViT-B/16, ZSCL's numbers, one run each) or ``synth-mtil`` (micro-clip, the README's, seeds 0-2)."""
+    real = dataset == "mtil"
+    zero_shot = {"backbone": "ViT-B/16"} if real else {}
     def rep(key):
-        return dict(zip((m for m, _ in MTIL), reported[key]))
+        return dict(zip((m for m, _ in MTIL), reported.get(key, (None, None, None))))
+    def best(model, **extra):
+        return {"model": model, "dataset": dataset, "model_config": "best", **extra, "mtil_order": order}
+    name, title = ((f"zscl-mtil-{order}", f"ZSCL's MTIL benchmark, order {order} (11 datasets, ViT-B/16), task-IL")
+                   if real else (f"synth-mtil-{order}", f"the ZSCL family on synth-mtil, order {order} (7 synthetic "
+                                 "datasets, micro-clip, offline on a CPU), task-IL"))
     return Table(
-        f"zscl-mtil-{order}", f"ZSCL's MTIL benchmark, order {order} (11 datasets, ViT-B/16), task-IL",
-        MTIL,
-        [Row("Zero-shot", {"model": "zeroshot-clip", "dataset": "mtil", "backbone": "ViT-B/16", "eval_future": True,
+        name, title, MTIL,
+        [Row("Zero-shot", {"model": "zeroshot-clip", "dataset": dataset, **zero_shot, "eval_future": True,
                            "mtil_order": order}, rep("zero-shot")),
-         Row("Continual-FT", {"model": "finetune", "dataset": "mtil", "model_config": "best", "mtil_order": order},
-             rep("finetune")),
-         Row("LwF", {"model": "lwf-clip", "dataset": "mtil", "model_config": "best", "mtil_order": order},
-             rep("lwf-clip")),
-         Row("iCaRL", {"model": "icarl-clip", "dataset": "mtil", "model_config": "best", "mtil_order": order},
-             rep("icarl-clip")),
-         Row("LwF-VR", {"model": "lwf-vr", "dataset": "mtil", "model_config": "best", "mtil_order": order},
-             rep("lwf-vr")),
+         Row("Continual-FT", best("finetune"), rep("finetune")),
+         Row("LwF", best("lwf-clip"), rep("lwf-clip")),
+         Row("iCaRL", best("icarl-clip"), rep("icarl-clip")),
+         Row("LwF-VR", best("lwf-vr"), rep("lwf-vr")),
          # WiSE_finetune.sh: --method finetune --wise_merge --wise_ft_model n --wise_ft_alpha 0.8
-         Row("WiSE-FT", {"model": "finetune", "dataset": "mtil", "model_config": "best", "wise_merge": 0.8,
-                         "wise_ft_model": "prev", "mtil_order": order}, rep("wise-ft")),
-         Row("ZSCL", {"model": "zscl", "dataset": "mtil", "model_config": "best", "mtil_order": order}, rep("zscl"))],
-        (0,), ZSCL_MTIL_SOURCE)
+         Row("WiSE-FT", best("finetune", wise_merge=0.8, wise_ft_model="prev"), rep("wise-ft")),
+         Row("ZSCL", best("zscl"), rep("zscl"))],
+        (0,) if real else (0, 1, 2), ZSCL_MTIL_SOURCE if real else SYNTH_MTIL_SOURCE)
 
 
 def _cgil(dataset: str) -> Table:
@@ -108,6 +115,12 @@ def tables() -> dict[str, Table]:
         _mtil("II", {"zero-shot": (65.4, 65.3, 65.3), "finetune": (46.6, 56.2, 67.4), "lwf-clip": (53.2, 62.2, 71.9),
                      "icarl-clip": (50.9, 56.9, 71.6), "lwf-vr": (53.1, 60.6, 68.3), "wise-ft": (51.0, 61.5, 72.2),
                      "zscl": (64.2, 74.5, 83.4)}),
+        _mtil("I", {"zero-shot": (50.22, 44.63, 44.63), "finetune": (43.02, 48.44, 50.03),
+                    "lwf-clip": (49.34, 53.76, 55.94), "icarl-clip": (45.46, 50.18, 54.53),
+                    "lwf-vr": (49.30, 53.23, 54.55), "wise-ft": (44.66, 50.47, 54.56), "zscl": (49.27, 50.43, 55.14)},
+              "synth-mtil"),
+        _mtil("II", {"zero-shot": (49.07, 44.63, 44.63), "finetune": (41.55, 49.00, 57.00),
+                     "zscl": (47.68, 50.01, 54.51)}, "synth-mtil"),
         Table("zscl-cifar100", "ZSCL class-incremental on CIFAR-100 (ViT-B/16, ZSCL's class order), class-IL", CIL,
               [Row(f"ZSCL, {n} steps", {"model": "zscl", "dataset": "seq-cifar100", "model_config": "best",
                                         "cifar100_tasks": n}, dict(zip(("avg_accuracy", "last_accuracy"), rep)))

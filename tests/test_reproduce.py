@@ -17,7 +17,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import reproduce  # noqa: E402
 from utils import sweep  # noqa: E402
 
-NAMES = ["clap4clip-cifar100", "clap4clip-imagenet-r", "zscl-mtil-I", "zscl-mtil-II", "zscl-cifar100",
+NAMES = ["clap4clip-cifar100", "clap4clip-imagenet-r", "zscl-mtil-I", "zscl-mtil-II", "synth-mtil-I", "synth-mtil-II",
+         "zscl-cifar100",
          "cgil-imagenet-r", "cgil-cars196", "cgil-cub200", "cgil-eurosat"]
 
 
@@ -70,6 +71,14 @@ def test_dry_runs_print_the_best_recipes_with_the_papers_seeds(tmp_path, monkeyp
         wise = mtil[5]
         assert (wise.method.wise_merge, wise.method.wise_ft_model) == (0.8, "prev") and mtil[1].method.wise_merge is None
         assert mtil[6].method.we and not mtil[4].method.we
+    for order in ("I", "II"):          # the same rows on synth-mtil: micro-clip, its 100-step recipes, seeds 0-2
+        synth = seen[f"synth-mtil-{order}"]
+        assert [c.model for c in synth[::3]] == ["zeroshot-clip", "finetune", "lwf-clip", "icarl-clip", "lwf-vr",
+                                                 "finetune", "zscl"]
+        assert [c.run.seed for c in synth] == [0, 1, 2] * 7 and {c.data.mtil_order for c in synth} == {order}
+        assert all(c.backbone == "micro-clip" and c.run.eval_future for c in synth)
+        assert all(c.run.n_iters == 100 and c.sources["n_iters"].endswith(":synth-mtil") for c in synth[3:])
+        assert synth[15].method.wise_merge == 0.8 and synth[18].method.we and synth[18].method.l2 == 1.0
     assert sorted(c.data.cifar100_tasks for c in seen["zscl-cifar100"]) == [10, 20, 50]
     cgil = seen["cgil-cub200"]
     assert sorted(c.run.seed for c in cgil) == [1992, 1996, 1997] and {c.backbone for c in cgil} == {"ViT-L/14"}
@@ -111,6 +120,11 @@ def test_report_beside_the_reported_numbers_on_fake_runs(tmp_path):
     assert "Reported: ZSCL (ICCV 2023) Table 1" in out and "zscl_mtil.md section 3.4" in out
     assert "| WiSE-FT | reported | – | 52.3 | 60.7 | 77.7 |" in out
     assert (results / "grid.yaml").is_file() and len((results / "commands.sh").read_text().splitlines()) == 9
+    # synth-mtil's reported numbers are the README's; a row it did not measure (order II's LwF) is a dash
+    synth = reproduce.tables()["synth-mtil-II"]
+    text = reproduce.report(synth, synth.seeds, {}, str(tmp_path / "none"))
+    assert "| Continual-FT | reported | – | 41.55 | 49 | 57 |" in text and "| LwF | reported | – | – | – | – |" in text
+    assert "Reported: Tusk's README" in text
     # a row without finished runs shows dashes, and a number no source gave is never filled in
     cgil = reproduce.tables()["cgil-eurosat"]
     text = reproduce.report(cgil, cgil.seeds, {}, str(tmp_path / "none"))
