@@ -25,35 +25,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.reports import Group, group_runs, load_runs_for_cli  # noqa: E402
+from utils import metrics  # noqa: E402
+from utils.reports import Group, group_runs, load_runs_for_cli, mean_std  # noqa: E402
 
 
 def task_names(group: Group, n: int) -> list[str]:
     names = group.runs[0].results.get("task_names") or []
     return list(names) if len(names) == n else [f"task {i + 1}" for i in range(n)]
-
-
-def interference(A: np.ndarray) -> np.ndarray:
-    """``D[t, d] = A[t, d] - A[t-1, d]`` for ``d < t`` (NaN elsewhere): what training task t did to task d."""
-    D = np.full(A.shape, np.nan)
-    for t in range(1, A.shape[0]):
-        D[t, :t] = A[t, :t] - A[t - 1, :t]
-    return D
-
-
-def forgetting(A: np.ndarray) -> float:
-    """Mean over every task but the last of (accuracy right after its task) - (after the last task)."""
-    n = min(A.shape)
-    if n < 2:
-        return float("nan")
-    return float(np.mean(np.diag(A)[:n - 1] - A[n - 1, :n - 1]))
-
-
-def _stat(group: Group, path: str) -> str:
-    mean, std, n = group.stats(path)
-    if n == 0:
-        return "–"
-    return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
 
 
 def report(group: Group, which: str, top: int = 5) -> str:
@@ -67,13 +45,13 @@ def report(group: Group, which: str, top: int = 5) -> str:
     lines = [f"{group.dataset} · {group.name} · {group.backbone} · seeds {seeds} · {which}"]
     prefix = "task_il." if which == "task_il" else ""          # class-IL metrics sit at the top of ``metrics``
     if group.stats(f"{prefix}mtil.transfer")[2]:
-        lines.append("Transfer / Avg / Last: " + " / ".join(_stat(group, f"{prefix}mtil.{k}")
+        lines.append("Transfer / Avg / Last: " + " / ".join(mean_std(*group.stats(f"{prefix}mtil.{k}"))
                                                             for k in ("transfer", "avg", "last")))
     lines.append(f"{'':{label}s} " + " ".join(f"{n:>{width}s}" for n in names))
     lines.append(f"{'after its task':{label}s} " + " ".join(f"{v:{width}.1f}" for v in np.diag(A)))
     lines.append(f"{'after the last':{label}s} " + " ".join(f"{v:{width}.1f}" for v in A[-1]))
-    lines.append(f"forgetting (after its task - after the last, mean over all but the last task): {forgetting(A):.1f}")
-    D = interference(A)
+    lines.append(f"forgetting (after its task - after the last, mean over all but the last task): {metrics.diagonal_forgetting(A):.1f}")
+    D = metrics.interference(A)
     lines.append("change of each earlier task when a task trains (rows: the task trained):")
     for t in range(1, A.shape[0]):
         lines.append(f"  {names[t]:{width}s} " + "  ".join(f"{names[d]} {D[t, d]:+.1f}" for d in range(t)))

@@ -22,15 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.reports import Group, group_runs, load_runs_for_cli, metric_names, write_output  # noqa: E402
+from utils.reports import Group, group_runs, load_runs_for_cli, mean_std, metric_names, write_output  # noqa: E402
 
 DEFAULT_METRICS = ("last_accuracy", "avg_accuracy", "bwt", "forgetting", "ece")
-
-
-def _cell(mean: float, std: float, n: int) -> str:
-    if n == 0 or math.isnan(mean):
-        return "–"
-    return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
 
 
 def _num(value: float) -> str:
@@ -53,7 +47,7 @@ def markdown(groups: list[Group], metric_names: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, g in enumerate(groups, 1):
         cells = [str(i), g.dataset, g.model, g.backbone, g.label or "–", ",".join(map(str, g.seeds()))]
-        cells += [_cell(*g.stats(m)) for m in metric_names]
+        cells += [mean_std(*g.stats(m)) for m in metric_names]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "mean ± sample std (ddof=1) over the runs of each row; step accuracies are means of per-task "
                   "accuracies (`metrics.averaging`).", "", "Commands:", ""]

@@ -15,7 +15,6 @@ no source gave is shown as ``–`` and never filled in.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import sys
@@ -141,15 +140,9 @@ def grid_of(table: Table, seeds, extra: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ---- the report ----------------------------------------------------------------------------
-def _fmt(mean: float, std: float, n: int) -> str:
-    if n == 0 or math.isnan(mean):
-        return "–"
-    return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
-
-
 def report(table: Table, seeds, extra: dict[str, Any], results_path: str) -> str:
     """Markdown: for each row, this sweep's finished runs (mean ± sample std over seeds) and the reported numbers."""
-    from utils.reports import load_runs
+    from utils.reports import load_runs, mean_std
     import numpy as np
     import warnings
     with warnings.catch_warnings():
@@ -168,7 +161,7 @@ def report(table: Table, seeds, extra: dict[str, Any], results_path: str) -> str
         for metric, _ in table.metrics:
             values = np.array([v for v in (r.metric(metric) for r in done) if v is not None], dtype=float)
             std = float(values.std(ddof=1)) if values.size > 1 else float("nan")
-            cells.append(_fmt(float(values.mean()) if values.size else float("nan"), std, int(values.size)))
+            cells.append(mean_std(float(values.mean()) if values.size else float("nan"), std, int(values.size)))
         n = f"{len(done)} of {len(seeds)} runs" if len(done) < len(seeds) else ",".join(map(str, seeds))
         lines.append(f"| {row.label} | this sweep | {n} | " + " | ".join(cells) + " |")
         reported = [row.reported.get(m) for m, _ in table.metrics]

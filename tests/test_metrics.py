@@ -245,3 +245,15 @@ def test_metrics_are_vectorised():
     metrics.auroc(s_in, s_novel), metrics.aupr(s_in, s_novel), metrics.fpr_at_tpr(s_in, s_novel)
     metrics.expected_calibration_error(conf, conf > 0.5)
     assert time.perf_counter() - start < 2.0
+
+
+def test_diagonal_forgetting_and_interference():
+    """Forgetting from right after each task (not from its best), and what each task's training did to the earlier
+    ones: the numbers scripts/interference.py prints."""
+    A = np.array([[50.0, 10.0, 5.0], [60.0, 90.0, 8.0], [30.0, 70.0, 70.0]])
+    assert metrics.diagonal_forgetting(A) == pytest.approx(((50 - 30) + (90 - 70)) / 2)
+    assert metrics.forgetting(A) == pytest.approx(((60 - 30) + (90 - 70)) / 2)      # the best earlier, 60
+    D = metrics.interference(A)
+    assert D[1, 0] == 10 and D[2, 0] == -30 and D[2, 1] == -20
+    assert np.isnan(D[0]).all() and np.isnan(D[1, 1:]).all() and np.isnan(D[2, 2])
+    assert np.isnan(metrics.diagonal_forgetting(np.array([[40.0]])))

@@ -76,6 +76,26 @@ def forgetting(A: np.ndarray) -> float:
     return float(np.mean(earlier.max(axis=0)[k] - A[T - 1, k]))
 
 
+def diagonal_forgetting(A: np.ndarray) -> float:
+    """``(1/(T-1)) sum_{k<T-1} (A[k, k] - A[T-1, k])``: the drop from each task's accuracy right after its own
+    training to the final one (:func:`forgetting` takes the best earlier accuracy instead). NaN for T = 1."""
+    A = _rows(A)
+    T = min(A.shape)
+    if T < 2:
+        return float("nan")
+    k = np.arange(T - 1)
+    return float(np.mean(A[k, k] - A[T - 1, k]))
+
+
+def interference(A: np.ndarray) -> np.ndarray:
+    """``D[t, d] = A[t, d] - A[t-1, d]`` for ``d < t`` (NaN elsewhere): what training task t did to task d."""
+    A = _rows(A)
+    D = np.full(A.shape, np.nan)
+    for t in range(1, A.shape[0]):
+        D[t, :t] = A[t, :t] - A[t - 1, :t]
+    return D
+
+
 def summary(A: np.ndarray) -> dict[str, float]:
     """The headline numbers of one accuracy matrix."""
     return {"avg_accuracy": average_incremental_accuracy(A), "last_accuracy": last_accuracy(A),

@@ -8,6 +8,7 @@ numpy are used, so that summarising a thousand runs takes about a second.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import sys
@@ -30,6 +31,13 @@ NOT_A_SETTING = frozenset({
 #: Option values under which the evaluation batch size changes the numbers, so ``eval_batch_size`` is a setting:
 #: CLAP's batch-wide VGA context (a prediction depends on the other images of its batch) and the per-batch ECE.
 BATCH_DEPENDENT = (("vga_context", "batch"), ("ece_per_batch", True))
+
+
+def mean_std(mean: float, std: float, n: int) -> str:
+    """A table cell: ``mean ± std`` over n runs (the mean alone for one run, ``–`` for none)."""
+    if n == 0 or math.isnan(mean):
+        return "–"
+    return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
 
 
 def not_a_setting(opts: dict[str, Any]) -> frozenset[str]:
