@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from utils.errors import UserError
+from utils.errors import UserError, closest
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -144,8 +143,8 @@ def _check(f: dataclasses.Field, value: Any, flag: str) -> Any:
     meta = f.metadata
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
-        hint = f". Did you mean '{close[0]}'?" if close else ""
+        close = closest(str(value), choices)
+        hint = f". Did you mean '{close}'?" if close else ""
         raise UserError(f"{flag}: '{value}' is not one of {', '.join(map(str, choices))}{hint}")
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and value < lo:
@@ -248,12 +247,11 @@ def resolve(cls: type, layers: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple
 
 def check_known(keys: Iterable[str], known: Iterable[str], where: str) -> None:
     """Reject keys (e.g. from a YAML file) that no option declares, naming the closest one."""
-    import difflib
     known = set(known)
     for key in keys:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            close = closest(key, sorted(known))
+            hint = f"; did you mean '{close}'?" if close else ""
             raise UserError(f"{where}: unknown option '{key}'{hint}")
 
 
@@ -350,7 +348,6 @@ def unknown_flags_error(unknown: Sequence[str], valid: Iterable[str], owners: Ma
     """One line for the first unknown flag of ``unknown`` (argparse's leftovers): the owners of a flag that belongs
     to another method or dataset (``owners``: flag name -> their names), else the closest valid flag of ``valid``.
     ``what`` says what the valid flags are the flags of (``model 'sgd' on seq-synth``)."""
-    import difflib
     flags = [a for a in unknown if a.startswith("-") and not _is_number(a)]
     if not flags:
         return UserError(f"unexpected argument{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)} "
@@ -358,6 +355,6 @@ def unknown_flags_error(unknown: Sequence[str], valid: Iterable[str], owners: Ma
     name = flags[0].lstrip("-").partition("=")[0]
     if name in owners:
         return UserError(f"--{name} is an option of {', '.join(owners[name])}, not of {what}")
-    close = difflib.get_close_matches(name, sorted(set(valid)), n=1, cutoff=0.6)
-    hint = f"; did you mean --{close[0]}?" if close else " (see --help)"
+    close = closest(name, sorted(set(valid)))
+    hint = f"; did you mean --{close}?" if close else " (see --help)"
     return UserError(f"unknown flag {flags[0].partition('=')[0]} for {what}{hint}")
